@@ -1,0 +1,31 @@
+# The two commands of the README: `make run` and `make test`. Both set up everything themselves.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+NLR    := $(BIN)/nlr --config config/demo.yaml
+
+.PHONY: run test install bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(NLR) init
+	$(NLR) demo
+	$(NLR) serve
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/register.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -1,0 +1,571 @@
+"""`nlr`: the operator's command line (PRODUCT §4.3).
+
+Exit status: 0 success; 2 invalid input or usage (a missing or invalid config file included), with
+one line ``error: …`` on stderr; 1 anything else. Secrets come from stdin (``--pin-stdin``,
+``--password-stdin``) or an interactive prompt, never from the arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date
+from typing import Any, NoReturn
+
+from gateway.config import Config, ConfigError, load_config
+from gateway.register import Register, Settings, open_register
+from gateway.register.crypto import KeysError
+from gateway.register.errors import RegisterError, RegisterUnavailable
+from gateway.register.identifiers import normalise_isil
+from gateway.register.views import OPERATOR, PERMISSIONS, PatronView, jsonable
+
+
+class UsageError(Exception):
+    """Bad command-line input: exit status 2."""
+
+
+class Failure(Exception):
+    """Anything else that stops a command: exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date in the form YYYY-MM-DD") from None
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    return value
+
+
+# ---------------------------------------------------------------------- secrets
+def _read_secret(from_stdin: bool, what: str, *, required: bool) -> str | None:
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise UsageError(f"expected the {what} on standard input, got nothing")
+        return line[:-1] if line.endswith("\n") else line
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"{what[0].upper()}{what[1:]}: ")
+        if not first and not required:
+            return None
+        if getpass.getpass(f"Repeat the {what}: ") != first:
+            raise UsageError(f"the two {what}s differ; try again")
+        return first
+    if required:
+        raise UsageError(f"give the {what} on standard input with --{'pin' if what == 'PIN' else 'password'}-stdin")
+    return None
+
+
+# ---------------------------------------------------------------------- output
+def _emit(args: argparse.Namespace, value: Any, human: Callable[[], str]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(jsonable(value), ensure_ascii=False, indent=2))
+    else:
+        text = human()
+        if text:
+            print(text)
+
+
+def _yn(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _patron_text(p: PatronView) -> str:
+    rows = [
+        ("Card", p.card + ("" if p.card_status == "active" else f" ({p.card_status}; current card {p.current_card or 'none'})")),
+        ("Name", f"{p.surname}, {p.given_name}"),
+        ("National id", p.national_id_masked),
+        ("Birth date", p.birth_date.isoformat() if p.birth_date else "-"),
+        ("Address", "(secret address)" if p.secret_address else
+         ", ".join(x for x in (p.address_line1, p.address_line2, " ".join(y for y in (p.postal_code, p.city) if y)) if x) or "-"),
+        ("E-mail", p.email or "-"),
+        ("Phone", p.phone or "-"),
+        ("Home library", p.home_library_isil),
+        ("Blocked", f"yes: {p.block_reason}" if p.blocked else "no"),
+        ("PIN", ("locked until " + p.pin_locked_until.isoformat(timespec="seconds")) if p.pin_locked_until
+         else ("set" if p.has_pin else "not set")),
+        ("Version", str(p.version)),
+    ]
+    lines = [f"{k + ':':14}{v}" for k, v in rows]
+    lines.append("Activations:")
+    for a in p.activations:
+        door = "no agreement"
+        if a.door_agreement_at:
+            door = "door REVOKED" if a.door_revoked_at else f"door agreement v{a.door_agreement_version}"
+        lines.append(f"  {a.library_isil}  {a.activated_at.date()}  {a.channel:8} rules v{a.rules_version}"
+                     f"{'  home' if a.home else ''}  {door}")
+    if len(p.cards) > 1:
+        lines.append("Cards:")
+        lines.extend(f"  {c.number}  {c.status:8} {c.library_isil}  {c.issued_at.date()}" for c in p.cards)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_init(args: argparse.Namespace, config: Config) -> None:
+    from gateway.register.crypto import KeyRing
+    from gateway.register.database import make_engine, upgrade
+
+    _, created = KeyRing.load_or_create(config.keys_path)
+    print(f"keys: {'created' if created else 'kept'} {config.keys_path}")
+    engine = make_engine(config.database_url, connect_timeout=config.database.connect_timeout)
+    try:
+        before, after = upgrade(engine)
+    except Exception as exc:  # noqa: BLE001 - one clear line, no traceback
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(exc, OperationalError):
+            raise Failure("the database does not answer; check database.url and that the server runs") from None
+        raise
+    finally:
+        engine.dispose()
+    print(f"schema: {'created at' if before is None else ('upgraded ' + before + ' ->' if before != after else 'current at')} {after}")
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> None:
+    from gateway.server import serve
+
+    serve(config)
+
+
+def cmd_demo(args: argparse.Namespace, register: Register) -> None:
+    from gateway.demo import load_demo
+
+    for line in load_demo(register):
+        print(line)
+
+
+def cmd_library_add(args: argparse.Namespace, register: Register) -> None:
+    lib = register.add_library(OPERATOR, args.isil, args.name, door_min_age=args.door_min_age,
+                               self_activation=args.self_activation, auto_activation=args.auto_activation,
+                               rules_version=args.rules_version)
+    _emit(args, lib, lambda: lib.isil)
+
+
+def cmd_library_set(args: argparse.Namespace, register: Register) -> None:
+    lib = register.update_library(
+        OPERATOR, args.isil, name=args.name, door_min_age=args.door_min_age, self_activation=args.self_activation,
+        auto_activation=args.auto_activation, rules_version=args.rules_version,
+        door_agreement_version=args.door_agreement_version)
+    _emit(args, lib, lambda: _library_line(lib))
+
+
+def _library_line(lib: Any) -> str:
+    flags = [f"door age {lib.door_min_age}", f"rules v{lib.rules_version}"]
+    flags += ["self-activation"] * lib.self_activation + ["auto-activation"] * lib.auto_activation
+    return f"{lib.isil}  {lib.name}  ({', '.join(flags)})"
+
+
+def cmd_library_list(args: argparse.Namespace, register: Register) -> None:
+    libs = register.list_libraries()
+    _emit(args, libs, lambda: "\n".join(_library_line(lib) for lib in libs))
+
+
+def cmd_series_reserve(args: argparse.Namespace, register: Register) -> None:
+    series = register.reserve_series(OPERATOR, args.isil, count=args.count, first=args.first, last=args.last)
+    _emit(args, series, lambda: series.range)
+
+
+def cmd_series_list(args: argparse.Namespace, register: Register) -> None:
+    rows = register.list_series(args.isil)
+    _emit(args, rows, lambda: "\n".join(
+        f"{r.range}  {r.library_isil}  {r.used} of {r.size} used  next {r.next_free or 'none (full)'}" for r in rows))
+
+
+def cmd_series_conflicts(args: argparse.Namespace, register: Register) -> None:
+    rows = register.series_conflicts()
+    _emit(args, rows, lambda: "\n".join(f"{r['card']}  issued by {r['library']} outside its series" for r in rows)
+          or "no card numbers outside their library's series")
+
+
+def cmd_terminal_add(args: argparse.Namespace, register: Register) -> None:
+    password = _read_secret(args.password_stdin, "password", required=True)
+    nets = [n for n in (args.allowed_networks or "").split(",") if n.strip()]
+    t = register.add_terminal(OPERATOR, args.login, password or "", args.library, args.profile, encoding=args.encoding,
+                              terminator=args.terminator, allowed_networks=nets, tls_only=args.tls_only,
+                              pin_required=not args.no_pin_required)
+    _emit(args, t, lambda: t.login)
+
+
+def cmd_terminal_list(args: argparse.Namespace, register: Register) -> None:
+    rows = register.list_terminals()
+    _emit(args, rows, lambda: "\n".join(
+        f"{t.login}  {t.library_isil}  {t.profile}  {t.encoding}  {t.terminator}"
+        f"{'  tls-only' if t.tls_only else ''}{'  nets ' + ','.join(t.allowed_networks) if t.allowed_networks else ''}"
+        f"{'' if t.enabled else '  DISABLED'}" for t in rows))
+
+
+def cmd_terminal_toggle(args: argparse.Namespace, register: Register) -> None:
+    t = register.update_terminal(OPERATOR, args.login, enabled=args.command_name == "enable")
+    _emit(args, t, lambda: f"{t.login} {'enabled' if t.enabled else 'disabled'}")
+
+
+def cmd_terminal_set_password(args: argparse.Namespace, register: Register) -> None:
+    password = _read_secret(args.password_stdin, "password", required=True)
+    t = register.update_terminal(OPERATOR, args.login, password=password)
+    _emit(args, t, lambda: f"{t.login}: password changed")
+
+
+def _permissions(text: str | None) -> list[str] | None:
+    return None if text is None else [p for p in text.split(",")]
+
+
+def cmd_client_add(args: argparse.Namespace, register: Register) -> None:
+    client, token = register.add_client(OPERATOR, args.name, args.library, _permissions(args.permissions))
+    if args.json:
+        print(json.dumps({**jsonable(client), "token": token}, ensure_ascii=False, indent=2))
+    else:
+        print(f"client {client.name} for {client.library_isil}: {','.join(client.permissions)}")
+        print("token (shown only now; store it safely):")
+        print(token)
+
+
+def cmd_client_list(args: argparse.Namespace, register: Register) -> None:
+    rows = register.list_clients()
+    _emit(args, rows, lambda: "\n".join(
+        f"{c.name}  {c.library_isil}  {','.join(c.permissions)}{'' if c.enabled else '  DISABLED'}" for c in rows))
+
+
+def cmd_client_toggle(args: argparse.Namespace, register: Register) -> None:
+    c, _ = register.update_client(OPERATOR, args.name, enabled=args.command_name == "enable")
+    _emit(args, c, lambda: f"{c.name} {'enabled' if c.enabled else 'disabled'}")
+
+
+def cmd_client_rotate(args: argparse.Namespace, register: Register) -> None:
+    c, token = register.update_client(OPERATOR, args.name, rotate_token=True)
+    if args.json:
+        print(json.dumps({**jsonable(c), "token": token}, ensure_ascii=False, indent=2))
+    else:
+        print(f"client {c.name}: new token (the old one no longer works):")
+        print(token)
+
+
+def cmd_client_permissions(args: argparse.Namespace, register: Register) -> None:
+    c, _ = register.update_client(OPERATOR, args.name, permissions=_permissions(args.permissions))
+    _emit(args, c, lambda: f"{c.name}: {','.join(c.permissions) or '(none)'}")
+
+
+def cmd_patron_add(args: argparse.Namespace, register: Register) -> None:
+    pin = _read_secret(args.pin_stdin, "PIN", required=False) if args.pin_stdin or sys.stdin.isatty() else None
+    national_id = args.national_id
+    if national_id == "-":
+        national_id = _read_secret(True, "national identity number", required=True)
+    p = register.register_patron(
+        OPERATOR, args.library, national_id=national_id or "", surname=args.surname, given_name=args.given_name,
+        card=args.card, birth_date=args.birth_date, address_line1=args.address, address_line2=args.address2,
+        postal_code=args.postal_code, city=args.city, country=args.country, email=args.email, phone=args.phone,
+        pin=pin, secret_address=args.secret_address, gender=args.gender)
+    _emit(args, p, lambda: p.card)
+
+
+def cmd_patron_show(args: argparse.Namespace, register: Register) -> None:
+    p = register.find_patron(OPERATOR, args.card)
+    _emit(args, p, lambda: _patron_text(p))
+
+
+def cmd_patron_find(args: argparse.Namespace, register: Register) -> None:
+    national_id = _read_secret(True, "national identity number", required=True)
+    p = register.find_patron_by_national_id(OPERATOR, national_id or "")
+    _emit(args, p, lambda: _patron_text(p))
+
+
+def cmd_patron_update(args: argparse.Namespace, register: Register) -> None:
+    fields = {k: getattr(args, k) for k in ("surname", "given_name", "address_line1", "address_line2", "postal_code",
+                                            "city", "country", "email", "phone", "birth_date", "gender")}
+    if args.secret_address is not None:
+        fields["secret_address"] = args.secret_address == "on"
+    if all(v is None for v in fields.values()):
+        raise UsageError("nothing to change: give at least one field, e.g. --email")
+    p = register.update_patron(OPERATOR, args.card, expected_version=args.expect_version, **fields)
+    _emit(args, p, lambda: f"{p.card} updated (version {p.version})")
+
+
+def cmd_patron_set_pin(args: argparse.Namespace, register: Register) -> None:
+    pin = _read_secret(args.pin_stdin, "PIN", required=True)
+    register.set_pin(OPERATOR, args.card, pin or "")
+    print(f"{args.card.strip().upper()}: PIN changed")
+
+
+def cmd_patron_activate(args: argparse.Namespace, register: Register) -> None:
+    p = register.activate(OPERATOR, args.card, args.library, door_agreement=args.door_agreement)
+    isil = normalise_isil(args.library)  # valid: the register accepted it
+    _emit(args, p, lambda: f"{p.card} activated at {isil}" + (" with door agreement" if args.door_agreement else ""))
+
+
+def cmd_patron_door(args: argparse.Namespace, register: Register) -> None:
+    p = register.revoke_door(OPERATOR, args.card, args.library, revoked=args.command_name == "revoke-door")
+    _emit(args, p, lambda: f"{p.card}: door access {'revoked' if args.command_name == 'revoke-door' else 'restored'}")
+
+
+def cmd_patron_set_home(args: argparse.Namespace, register: Register) -> None:
+    p = register.set_home_library(OPERATOR, args.card, args.library)
+    _emit(args, p, lambda: f"{p.card}: home library {p.home_library_isil}")
+
+
+def cmd_patron_block(args: argparse.Namespace, register: Register) -> None:
+    p = register.set_blocked(OPERATOR, args.card, True, args.reason)
+    _emit(args, p, lambda: f"{p.card} blocked")
+
+
+def cmd_patron_unblock(args: argparse.Namespace, register: Register) -> None:
+    p = register.set_blocked(OPERATOR, args.card, False)
+    _emit(args, p, lambda: f"{p.card} unblocked")
+
+
+def cmd_patron_report_lost(args: argparse.Namespace, register: Register) -> None:
+    p = register.report_lost(OPERATOR, args.card)
+    _emit(args, p, lambda: f"{p.card} reported lost")
+
+
+def cmd_patron_replace_card(args: argparse.Namespace, register: Register) -> None:
+    p = register.replace_card(OPERATOR, args.card, new_card=args.new_card)
+    _emit(args, p, lambda: p.card)
+
+
+def cmd_patron_delete(args: argparse.Namespace, register: Register) -> None:
+    number = register.delete_patron(OPERATOR, args.card)
+    print(f"{number}: personal data deleted; the card number stays reserved")
+
+
+def cmd_patron_export(args: argparse.Namespace, register: Register) -> None:
+    print(json.dumps(register.export_patron(OPERATOR, args.card), ensure_ascii=False, indent=2))
+
+
+def cmd_audit(args: argparse.Namespace, register: Register) -> None:
+    rows = register.audit_events(args.card, limit=args.limit)
+    _emit(args, rows, lambda: "\n".join(
+        f"{e.at.isoformat(timespec='seconds')}  {e.actor}  {e.library_isil or '-'}  {e.action}  "
+        f"{e.card_number or '-'}  {e.outcome}{'  ' + e.detail if e.detail else ''}" for e in rows))
+
+
+def cmd_changes(args: argparse.Namespace, register: Register) -> None:
+    rows = register.changes(args.since, limit=args.limit)
+    _emit(args, rows, lambda: "\n".join(
+        f"{c.id}  {c.at.isoformat(timespec='seconds')}  {c.card_number}  {c.kind}  {c.library_isil or '-'}" for c in rows))
+
+
+def cmd_keys_rotate(args: argparse.Namespace, register: Register) -> None:
+    new_id = register.keys.add_key()
+    print(f"new key {new_id} is active; re-encrypting national ids in batches of {args.batch_size} …")
+    done = register.reencrypt(args.batch_size)
+    print(f"re-encrypted {done} national ids with key {new_id}")
+
+
+def cmd_keys_status(args: argparse.Namespace, register: Register) -> None:
+    usage = register.key_usage()
+    value = {"active_key": register.keys.active_key_id, "rows_per_key": usage}
+    _emit(args, value, lambda: f"active key {register.keys.active_key_id}; "
+          + ", ".join(f"key {k}: {n} rows" for k, n in sorted(usage.items())) if usage else
+          f"active key {register.keys.active_key_id}; no national ids stored")
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nlr", description="The national library card register (NLR) and its gateway.")
+    parser.add_argument("--config", metavar="FILE", help="YAML config (default: $NLR_CONFIG, else built-in defaults)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def add(group: Any, name: str, func: Callable, help_: str, *, json_: bool = False, register: bool = True) -> argparse.ArgumentParser:
+        p = group.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func, needs_register=register, command_name=name)
+        if json_:
+            p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    add(commands, "init", cmd_init, "create or upgrade the schema; create the keys file", register=False)
+    add(commands, "serve", cmd_serve, "run the daemon in the foreground", register=False)
+    add(commands, "demo", cmd_demo, "load the demo data set (idempotent; synthetic national ids)")
+
+    library = commands.add_parser("library", help="libraries").add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser, required=True)
+    p = add(library, "add", cmd_library_add, "add a library", json_=True)
+    p.add_argument("isil", metavar="ISIL")
+    p.add_argument("--name", required=True)
+    p.add_argument("--door-min-age", type=_count, default=18, metavar="N", help="minimum age for meråpent door access (default 18)")
+    p.add_argument("--self-activation", action="store_true", help="patrons may activate their card at this library's kiosks")
+    p.add_argument("--auto-activation", action="store_true", help="the first authenticated use activates the card")
+    p.add_argument("--rules-version", default="1", metavar="V")
+    add(library, "list", cmd_library_list, "list libraries", json_=True)
+    p = add(library, "set", cmd_library_set, "change a library's settings", json_=True)
+    p.add_argument("isil", metavar="ISIL")
+    p.add_argument("--name")
+    p.add_argument("--door-min-age", type=_count, metavar="N")
+    p.add_argument("--self-activation", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--auto-activation", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--rules-version", metavar="V")
+    p.add_argument("--door-agreement-version", metavar="V")
+
+    series = commands.add_parser("series", help="card number series").add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser, required=True)
+    p = add(series, "reserve", cmd_series_reserve, "reserve a series of card numbers for a library", json_=True)
+    p.add_argument("isil", metavar="ISIL")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--count", type=_count, metavar="N", help="the next free N numbers")
+    how.add_argument("--first", metavar="CARD")
+    p.add_argument("--last", metavar="CARD")
+    p = add(series, "list", cmd_series_list, "list reserved series", json_=True)
+    p.add_argument("isil", metavar="ISIL", nargs="?")
+    add(series, "conflicts", cmd_series_conflicts, "card numbers in use outside their library's series", json_=True)
+
+    terminal = commands.add_parser("terminal", help="SIP2 terminal accounts").add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser, required=True)
+    p = add(terminal, "add", cmd_terminal_add, "add a SIP2 terminal account", json_=True)
+    p.add_argument("login", metavar="LOGIN")
+    p.add_argument("--library", required=True, metavar="ISIL")
+    p.add_argument("--profile", required=True, choices=("kiosk", "door", "ils"))
+    p.add_argument("--encoding", default="utf-8", choices=("utf-8", "cp850", "latin-1"))
+    p.add_argument("--terminator", default="CR", choices=("CR", "CRLF"))
+    p.add_argument("--allowed-networks", metavar="CIDR,…")
+    p.add_argument("--tls-only", action="store_true")
+    p.add_argument("--no-pin-required", action="store_true", help="kiosk/ils: answer patron status without a PIN")
+    p.add_argument("--password-stdin", action="store_true")
+    add(terminal, "list", cmd_terminal_list, "list terminals", json_=True)
+    for name in ("disable", "enable"):
+        add(terminal, name, cmd_terminal_toggle, f"{name} a terminal", json_=True).add_argument("login", metavar="LOGIN")
+    p = add(terminal, "set-password", cmd_terminal_set_password, "change a terminal's password")
+    p.add_argument("login", metavar="LOGIN")
+    p.add_argument("--password-stdin", action="store_true")
+
+    client = commands.add_parser("client", help="NCIP API clients").add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser, required=True)
+    p = add(client, "add", cmd_client_add, "add an API client; prints its token on the last line", json_=True)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--library", required=True, metavar="ISIL")
+    p.add_argument("--permissions", metavar="P,P,…", help=f"of {', '.join(PERMISSIONS)} (default lookup,create,update)")
+    add(client, "list", cmd_client_list, "list API clients", json_=True)
+    for name in ("disable", "enable"):
+        add(client, name, cmd_client_toggle, f"{name} a client", json_=True).add_argument("name", metavar="NAME")
+    add(client, "rotate-token", cmd_client_rotate, "give a client a new token", json_=True).add_argument("name", metavar="NAME")
+    p = add(client, "set-permissions", cmd_client_permissions, "replace a client's permissions", json_=True)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--permissions", required=True, metavar="P,P,…")
+
+    patron = commands.add_parser("patron", help="patrons").add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser, required=True)
+    p = add(patron, "add", cmd_patron_add, "register a patron; prints the card number", json_=True)
+    p.add_argument("--library", required=True, metavar="ISIL")
+    p.add_argument("--card", metavar="CARD", help="a number from the library's series (default: the next free one)")
+    p.add_argument("--national-id", required=True, metavar="ID", help="fødselsnummer, D-nummer or DUF-nummer; - reads it from stdin")
+    p.add_argument("--surname", required=True)
+    p.add_argument("--given-name", required=True)
+    p.add_argument("--birth-date", type=_iso_date, metavar="YYYY-MM-DD")
+    p.add_argument("--gender")
+    p.add_argument("--address", metavar="LINE")
+    p.add_argument("--address2", metavar="LINE")
+    p.add_argument("--postal-code", metavar="P")
+    p.add_argument("--city", metavar="C")
+    p.add_argument("--country", metavar="CC")
+    p.add_argument("--email", metavar="E")
+    p.add_argument("--phone", metavar="T")
+    p.add_argument("--secret-address", action="store_true")
+    p.add_argument("--pin-stdin", action="store_true")
+    add(patron, "show", cmd_patron_show, "show a patron (national id masked)", json_=True).add_argument("card", metavar="CARD")
+    add(patron, "find", cmd_patron_find, "find a patron by national id, read from stdin", json_=True)
+    p = add(patron, "update", cmd_patron_update, "change a patron's personal data", json_=True)
+    p.add_argument("card", metavar="CARD")
+    for opt in ("surname", "given-name", "address-line1", "address-line2", "postal-code", "city", "country", "email", "phone", "gender"):
+        p.add_argument(f"--{opt}", dest=opt.replace("-", "_"))
+    p.add_argument("--birth-date", type=_iso_date, metavar="YYYY-MM-DD")
+    p.add_argument("--secret-address", choices=("on", "off"))
+    p.add_argument("--expect-version", type=_count, metavar="N", help="refuse if the patron changed since version N")
+    p = add(patron, "set-pin", cmd_patron_set_pin, "set a patron's PIN")
+    p.add_argument("card", metavar="CARD")
+    p.add_argument("--pin-stdin", action="store_true")
+    p = add(patron, "activate", cmd_patron_activate, "activate the card at a library (idempotent)", json_=True)
+    p.add_argument("card", metavar="CARD")
+    p.add_argument("--library", required=True, metavar="ISIL")
+    p.add_argument("--door-agreement", action="store_true", help="also record the signed meråpent agreement")
+    for name in ("revoke-door", "restore-door"):
+        p = add(patron, name, cmd_patron_door, f"{name.split('-')[0]} the patron's door access at a library", json_=True)
+        p.add_argument("card", metavar="CARD")
+        p.add_argument("--library", required=True, metavar="ISIL")
+    p = add(patron, "set-home", cmd_patron_set_home, "change the patron's home library", json_=True)
+    p.add_argument("card", metavar="CARD")
+    p.add_argument("--library", required=True, metavar="ISIL")
+    p = add(patron, "block", cmd_patron_block, "block a patron", json_=True)
+    p.add_argument("card", metavar="CARD")
+    p.add_argument("--reason", required=True, metavar="TEXT")
+    add(patron, "unblock", cmd_patron_unblock, "unblock a patron", json_=True).add_argument("card", metavar="CARD")
+    add(patron, "report-lost", cmd_patron_report_lost, "report a card lost", json_=True).add_argument("card", metavar="CARD")
+    p = add(patron, "replace-card", cmd_patron_replace_card, "give the patron a new card number; prints it", json_=True)
+    p.add_argument("card", metavar="CARD")
+    p.add_argument("--new-card", metavar="CARD")
+    add(patron, "delete", cmd_patron_delete, "erase the patron's personal data").add_argument("card", metavar="CARD")
+    add(patron, "export", cmd_patron_export, "everything held about the patron, as JSON").add_argument("card", metavar="CARD")
+
+    p = add(commands, "audit", cmd_audit, "the audit trail, of one patron or of everything", json_=True)
+    p.add_argument("card", metavar="CARD", nargs="?")
+    p.add_argument("--limit", type=_count, default=100)
+    p = add(commands, "changes", cmd_changes, "the feed of patron changes", json_=True)
+    p.add_argument("--since", type=_count, default=0, metavar="ID")
+    p.add_argument("--limit", type=_count, default=1000)
+
+    keys = commands.add_parser("keys", help="encryption keys").add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser, required=True)
+    p = add(keys, "rotate", cmd_keys_rotate, "add a new key and re-encrypt national ids with it")
+    p.add_argument("--batch-size", type=_count, default=500)
+    add(keys, "status", cmd_keys_status, "which keys seal how many national ids", json_=True)
+    return parser
+
+
+def open_configured_register(config: Config) -> Register:
+    """The register the config names, checked to answer and to have the current schema."""
+    from gateway.register.database import schema_is_current
+
+    register = open_register(
+        config.database_url, config.keys_path,
+        Settings(agency_id=config.register.agency_id, allow_synthetic_ids=config.register.allow_synthetic_ids,
+                 pin_max_failures=config.register.pin_max_failures, pin_lock_minutes=config.register.pin_lock_minutes,
+                 pin_hash_cost=config.register.pin_hash_cost),
+        pool_size=config.database.pool_size, connect_timeout=config.database.connect_timeout)
+    try:
+        current = schema_is_current(register.engine)
+    except Exception:  # noqa: BLE001
+        raise Failure("the database does not answer; check database.url and that the server runs") from None
+    if not current:
+        raise Failure("the register's schema is missing or old; run `nlr init` first")
+    return register
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        config = load_config(args.config)
+        if args.needs_register:
+            register = open_configured_register(config)
+            try:
+                args.func(args, register)
+            finally:
+                register.engine.dispose()
+        else:
+            args.func(args, config)
+        return 0
+    except (UsageError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RegisterUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except RegisterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (KeysError, Failure) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""The YAML configuration of the NLR gateway (PRODUCT §4.2).
+
+The file is validated at start: an unknown key, a wrong type or a missing file raises
+:class:`ConfigError`, whose message is one line naming the file and the key. With no file at all,
+the built-in defaults apply (embedded SQLite and keys under ``./var/``). Paths in the file are
+relative to the file's own folder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///var/register.db"
+    pool_size: int = 5
+    connect_timeout: int = 5
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    agency_id: str = "NLR"
+    allow_synthetic_ids: bool = False
+    pin_max_failures: int = 5
+    pin_lock_minutes: int = 15
+    # scrypt cost as log2(N); 15 means N = 32768 (about 30 ms per hash on one core).
+    pin_hash_cost: int = 15
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    listen: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SIP2Config:
+    listen: list[str] = field(default_factory=lambda: ["tcp:6001:interface=127.0.0.1"])
+    max_message_bytes: int = 8192
+    login_timeout_seconds: int = 30
+    idle_timeout_seconds: int = 1200
+
+
+@dataclass(frozen=True)
+class HTTPConfig:
+    listen: list[str] = field(default_factory=lambda: ["tcp:8080:interface=127.0.0.1"])
+    max_body_bytes: int = 262144
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    keys_file: str = "var/keys.yaml"
+    register: RegisterConfig = field(default_factory=RegisterConfig)
+    sip2: SIP2Config = field(default_factory=SIP2Config)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
+    # Folder that relative paths (keys_file, sqlite files) are resolved against.
+    base_dir: Path = field(default_factory=Path.cwd, compare=False)
+
+    @property
+    def keys_path(self) -> Path:
+        return self.base_dir / self.keys_file
+
+    @property
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite path made absolute against ``base_dir``."""
+        url = self.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+            path = url[len(prefix):]
+            if path and not path.startswith(":"):
+                return prefix + str(self.base_dir / path)
+        return url
+
+
+_SECTIONS_NOT_FROM_FILE = {"base_dir"}
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is list:
+        return f"a list of {_type_name(get_args(tp)[0])}s"
+    return {int: "a whole number", bool: "true or false", str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _check_value(value: Any, tp: Any, where: str, source: str) -> Any:
+    origin = get_origin(tp)
+    if origin is list:
+        (inner,) = get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: key '{where}' must be {_type_name(tp)}")
+        return [_check_value(v, inner, f"{where}[{i}]", source) for i, v in enumerate(value)]
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, tp)
+    if not ok:
+        raise ConfigError(f"{source}: key '{where}' must be {_type_name(tp)}, not {value!r:.40}")
+    return value
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: key '{prefix or '(top level)'}' must be a mapping")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)} - _SECTIONS_NOT_FROM_FILE
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key '{where}' (known here: {', '.join(sorted(known))})")
+        tp = hints[key]
+        if is_dataclass(tp):
+            values[key] = _build(tp, value, where, source)
+        else:
+            values[key] = _check_value(value, tp, where, source)
+    return cls(**values)
+
+
+def _check_ranges(config: Config, source: str) -> None:
+    checks = [
+        ("register.pin_max_failures", config.register.pin_max_failures, 1, 100),
+        ("register.pin_lock_minutes", config.register.pin_lock_minutes, 1, 24 * 60),
+        ("register.pin_hash_cost", config.register.pin_hash_cost, 10, 20),
+        ("database.pool_size", config.database.pool_size, 1, 200),
+        ("database.connect_timeout", config.database.connect_timeout, 1, 300),
+        ("sip2.max_message_bytes", config.sip2.max_message_bytes, 512, 1 << 20),
+        ("sip2.login_timeout_seconds", config.sip2.login_timeout_seconds, 1, 3600),
+        ("sip2.idle_timeout_seconds", config.sip2.idle_timeout_seconds, 1, 86400),
+        ("http.max_body_bytes", config.http.max_body_bytes, 1024, 64 << 20),
+    ]
+    for key, value, low, high in checks:
+        if not low <= value <= high:
+            raise ConfigError(f"{source}: key '{key}' must be between {low} and {high}, not {value}")
+    if not config.database.url.startswith(("sqlite:", "postgresql")):
+        raise ConfigError(
+            f"{source}: key 'database.url' must be sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+        )
+    if not config.register.agency_id.strip():
+        raise ConfigError(f"{source}: key 'register.agency_id' must not be empty")
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and validate the configuration.
+
+    ``path`` wins; otherwise ``$NLR_CONFIG``; otherwise the built-in defaults with paths relative
+    to the current folder.
+    """
+    if path is None:
+        path = os.environ.get("NLR_CONFIG") or None
+    if path is None:
+        config = Config()
+        _check_ranges(config, "built-in defaults")
+        return config
+    file = Path(path)
+    source = str(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: config file not found (give an existing file with --config or NLR_CONFIG)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: config file cannot be read ({exc.__class__.__name__})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}: not valid YAML{at}") from None
+    config = _build(Config, raw, "", source)
+    config = Config(**{**{f.name: getattr(config, f.name) for f in fields(Config)}, "base_dir": file.resolve().parent})
+    _check_ranges(config, source)
+    return config

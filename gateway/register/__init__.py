@@ -1,0 +1,22 @@
+"""The register: the domain of the NLR gateway, and the only code that touches SQLAlchemy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.register.crypto import KeyRing
+from gateway.register.database import make_engine
+from gateway.register.register import Register, Settings
+
+
+def open_register(
+    database_url: str, keys_path: Path, settings: Settings, *, create_keys: bool = False,
+    pool_size: int = 5, connect_timeout: int = 5,
+) -> Register:
+    """A Register on the given database with the keys file (created first when ``create_keys``)."""
+    keys = KeyRing.load_or_create(keys_path)[0] if create_keys else KeyRing.load(keys_path)
+    engine = make_engine(database_url, pool_size=pool_size, connect_timeout=connect_timeout)
+    return Register(engine, keys, settings)
+
+
+__all__ = ["Register", "Settings", "open_register"]

@@ -1,0 +1,67 @@
+"""The register's refusals. Every message is safe to show a caller: no PIN, token or national id."""
+
+from __future__ import annotations
+
+
+class RegisterError(Exception):
+    """A request the register refuses; ``code`` is stable for protocols and scripts."""
+
+    code = "refused"
+
+
+class InvalidInput(RegisterError):
+    code = "invalid_input"
+
+
+class NotFound(RegisterError):
+    code = "not_found"
+
+
+class AlreadyExists(RegisterError):
+    code = "already_exists"
+
+
+class DuplicatePatron(RegisterError):
+    """The national id is registered already; names the existing card so a library can replace it."""
+
+    code = "duplicate_patron"
+
+    def __init__(self, existing_card: str) -> None:
+        super().__init__(
+            f"this person is already registered with card {existing_card}; issue a replacement card instead"
+        )
+        self.existing_card = existing_card
+
+
+class CardOutsideSeries(RegisterError):
+    code = "card_outside_series"
+
+
+class CardInUse(RegisterError):
+    code = "card_in_use"
+
+
+class SeriesOverlap(RegisterError):
+    code = "series_overlap"
+
+
+class SeriesExhausted(RegisterError):
+    code = "series_exhausted"
+
+
+class NotAffiliated(RegisterError):
+    code = "not_affiliated"
+
+
+class PermissionDenied(RegisterError):
+    code = "permission_denied"
+
+
+class VersionConflict(RegisterError):
+    code = "version_conflict"
+
+
+class RegisterUnavailable(RegisterError):
+    """The database does not answer; callers answer 'register unavailable' and try again later."""
+
+    code = "register_unavailable"

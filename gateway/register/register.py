@@ -1,0 +1,1086 @@
+"""The register: every operation on libraries, series, patrons, terminals and clients.
+
+Each public method is one operation. It enforces the rules of PRODUCT §2, writes an audit event
+(who, which library, what, which patron, outcome) and, for patron changes, an entry in the changes
+feed, all in one transaction. Methods block (database, scrypt): the Twisted adapters call them in
+a thread pool.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, delete, func, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from gateway.register import crypto
+from gateway.register.errors import (
+    AlreadyExists,
+    CardInUse,
+    CardOutsideSeries,
+    DuplicatePatron,
+    InvalidInput,
+    NotAffiliated,
+    NotFound,
+    PermissionDenied,
+    RegisterError,
+    RegisterUnavailable,
+    SeriesExhausted,
+    SeriesOverlap,
+    VersionConflict,
+)
+from gateway.register.identifiers import (
+    InvalidIdentifier,
+    card_number_from_int,
+    card_number_to_int,
+    normalise_card_number,
+    normalise_email,
+    normalise_isil,
+    normalise_phone,
+    normalise_postal_code,
+    validate_pin,
+)
+from gateway.register.identity import InvalidNationalId, parse_national_id
+from gateway.register.models import (
+    Activation,
+    APIClient,
+    AuditEvent,
+    Card,
+    Change,
+    Library,
+    NumberSeries,
+    Patron,
+    SIPTerminal,
+    utcnow,
+)
+from gateway.register.views import (
+    DEFAULT_CLIENT_PERMISSIONS,
+    ENCODINGS,
+    PERMISSIONS,
+    PROFILES,
+    ActivationView,
+    Actor,
+    AuditView,
+    CardView,
+    ChangeView,
+    ClientView,
+    Decision,
+    LibraryView,
+    PatronView,
+    PinCheck,
+    Reason,
+    SeriesView,
+    TerminalView,
+    jsonable,
+)
+
+OSLO = ZoneInfo("Europe/Oslo")
+MAX_CARD = 999_999_999
+NAME_MAX = 200
+# Patron fields a library may change with update_patron(), and how each is checked.
+_TEXT_FIELDS = {
+    "surname": NAME_MAX, "given_name": NAME_MAX, "address_line1": 200, "address_line2": 200,
+    "city": 100, "temp_address_line1": 200, "temp_city": 100, "gender": 16,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    agency_id: str = "NLR"
+    allow_synthetic_ids: bool = False
+    pin_max_failures: int = 5
+    pin_lock_minutes: int = 15
+    pin_hash_cost: int = 15
+
+
+def _bad(message: str) -> InvalidInput:
+    return InvalidInput(message)
+
+
+def _card(text_: str) -> str:
+    try:
+        return normalise_card_number(text_)
+    except InvalidIdentifier as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def _isil(text_: str) -> str:
+    try:
+        return normalise_isil(text_)
+    except InvalidIdentifier as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def _pin(text_: str) -> str:
+    try:
+        return validate_pin(text_)
+    except InvalidIdentifier as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def _text(value: str | None, field: str, limit: int, *, required: bool = False) -> str | None:
+    if value is None or not value.strip():
+        if required:
+            raise _bad(f"{field.replace('_', ' ')} is required")
+        return None
+    value = " ".join(value.split())
+    if len(value) > limit:
+        raise _bad(f"{field.replace('_', ' ')} is longer than {limit} characters")
+    return value
+
+
+def age_on(birth: date, day: date) -> int:
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+class Register:
+    def __init__(self, engine: Engine, keys: crypto.KeyRing, settings: Settings | None = None) -> None:
+        self.engine = engine
+        self.keys = keys
+        self.settings = settings or Settings()
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._postgres = engine.dialect.name == "postgresql"
+        # A hash to spend time on when a login is unknown, so timing does not tell.
+        self._decoy_hash = crypto.hash_secret("decoy", self.settings.pin_hash_cost)
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ plumbing
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        """One transaction; database connection trouble becomes RegisterUnavailable."""
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except StaleDataError:
+            raise VersionConflict("the patron was changed by someone else meanwhile; fetch it again and retry") from None
+        except OperationalError as exc:
+            raise RegisterUnavailable("the register database does not answer; try again shortly") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise RegisterUnavailable("the register database does not answer; try again shortly") from exc
+            raise
+
+    def ping(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except (OperationalError, DBAPIError) as exc:
+            raise RegisterUnavailable("the register database does not answer") from exc
+
+    def _audit(
+        self, s: Session, actor: Actor, action: str, outcome: str, *,
+        patron: Patron | None = None, card: str | None = None, library: str | None = None, detail: str | None = None,
+    ) -> None:
+        s.add(AuditEvent(
+            actor=actor.label[:120], library_isil=library or actor.library_isil, action=action,
+            patron_id=patron.id if patron is not None else None, card_number=card, outcome=outcome,
+            detail=detail[:300] if detail else None,
+        ))
+
+    def audit_refusal(self, actor: Actor, action: str, outcome: str, *, card: str | None = None, detail: str | None = None) -> None:
+        """Record a refused request that never reached a patron (bad login, unknown card, …)."""
+        with self._tx() as s:
+            self._audit(s, actor, action, outcome, card=card, detail=detail)
+
+    def _change(self, s: Session, patron: Patron, kind: str, actor: Actor) -> None:
+        s.add(Change(patron_id=patron.id, card_number=self._current_card(patron) or "", library_isil=actor.library_isil, kind=kind))
+
+    def _library(self, s: Session, isil: str) -> Library:
+        isil = _isil(isil)
+        library = s.scalar(select(Library).where(Library.isil == isil))
+        if library is None:
+            raise NotFound(f"library {isil} is not in the register (add it with `nlr library add`)")
+        return library
+
+    def _card_row(self, s: Session, card: str, *, lock: bool = False) -> Card:
+        number = _card(card)
+        row = s.get(Card, number)
+        if row is None or row.status == "deleted":
+            raise NotFound(f"card {number} is not in the register")
+        if lock and self._postgres:
+            s.execute(select(Patron.id).where(Patron.id == row.patron_id).with_for_update())
+        return row
+
+    def _patron(self, s: Session, card: str, *, lock: bool = False) -> tuple[Patron, Card]:
+        row = self._card_row(s, card, lock=lock)
+        return row.patron, row
+
+    @staticmethod
+    def _current_card(patron: Patron) -> str | None:
+        return next((c.number for c in reversed(patron.cards) if c.status == "active"), None)
+
+    def _is_affiliated(self, patron: Patron, isil: str | None) -> bool:
+        return isil is not None and any(a.library.isil == isil for a in patron.activations)
+
+    def _require_may_change(self, actor: Actor, patron: Patron) -> None:
+        if actor.kind == "operator":
+            return
+        if actor.kind == "patron":
+            raise PermissionDenied("a patron may change only the home library on the self-service page")
+        if not self._is_affiliated(patron, actor.library_isil):
+            raise NotAffiliated(f"library {actor.library_isil} is not affiliated with this patron; activate the card there first")
+
+    def _require_library_actor(self, actor: Actor, isil: str) -> None:
+        if actor.kind != "operator" and actor.library_isil != isil:
+            raise PermissionDenied(f"{actor.label} acts for {actor.library_isil}, not {isil}")
+
+    def _require_operator(self, actor: Actor) -> None:
+        if actor.kind != "operator":
+            raise PermissionDenied("only the operator may do this")
+
+    # ------------------------------------------------------------------ views
+    def _library_view(self, lib: Library) -> LibraryView:
+        return LibraryView(lib.isil, lib.name, lib.door_min_age, lib.self_activation, lib.auto_activation,
+                           lib.rules_version, lib.door_agreement_version)
+
+    def _patron_view(self, patron: Patron, card: Card | None = None, *, with_national_id: bool = False) -> PatronView:
+        nid_plain = self.keys.decrypt(patron.national_id_ciphertext) if patron.national_id_ciphertext else None
+        masked = parse_national_id(nid_plain, allow_synthetic=True).masked() if nid_plain else ""
+        current = self._current_card(patron)
+        card = card or next((c for c in patron.cards if c.number == current), patron.cards[-1] if patron.cards else None)
+        return PatronView(
+            card=card.number if card else "", card_status=card.status if card else "deleted", current_card=current,
+            surname=patron.surname or "", given_name=patron.given_name or "", national_id_masked=masked,
+            birth_date=patron.birth_date, gender=patron.gender,
+            address_line1=patron.address_line1, address_line2=patron.address_line2, postal_code=patron.postal_code,
+            city=patron.city, country=patron.country, temp_address_line1=patron.temp_address_line1,
+            temp_postal_code=patron.temp_postal_code, temp_city=patron.temp_city,
+            temp_address_until=patron.temp_address_until, email=patron.email, phone=patron.phone,
+            preferred_contact=patron.preferred_contact, secret_address=patron.secret_address,
+            home_library_isil=patron.home_library.isil, blocked=patron.blocked, block_reason=patron.block_reason,
+            has_pin=patron.pin_hash is not None, pin_locked_until=patron.pin_locked_until, version=patron.version,
+            created_at=patron.created_at, updated_at=patron.updated_at,
+            activations=tuple(
+                ActivationView(a.library.isil, a.library.name, a.activated_at, a.channel, a.rules_version,
+                               a.library_id == patron.home_library_id, a.door_agreement_at,
+                               a.door_agreement_version, a.door_revoked_at)
+                for a in patron.activations
+            ),
+            cards=tuple(CardView(c.number, c.status, c.library.isil, c.issued_at) for c in patron.cards),
+            national_id=nid_plain if with_national_id else None,
+        )
+
+    # ------------------------------------------------------------------ libraries
+    def add_library(
+        self, actor: Actor, isil: str, name: str, *, door_min_age: int = 18, self_activation: bool = False,
+        auto_activation: bool = False, rules_version: str = "1",
+    ) -> LibraryView:
+        self._require_operator(actor)
+        isil = _isil(isil)
+        name = _text(name, "name", 200, required=True)
+        self._check_library_settings(door_min_age, rules_version)
+        try:
+            with self._tx() as s:
+                lib = Library(isil=isil, name=name, door_min_age=door_min_age, self_activation=self_activation,
+                              auto_activation=auto_activation, rules_version=rules_version, door_agreement_version="1")
+                s.add(lib)
+                s.flush()
+                self._audit(s, actor, "library_add", "ok", library=isil)
+                return self._library_view(lib)
+        except IntegrityError:
+            raise AlreadyExists(f"library {isil} is already in the register") from None
+
+    @staticmethod
+    def _check_library_settings(door_min_age: int | None, rules_version: str | None) -> None:
+        if door_min_age is not None and not 0 <= door_min_age <= 120:
+            raise _bad("door minimum age must be between 0 and 120")
+        if rules_version is not None and not (0 < len(rules_version.strip()) <= 40):
+            raise _bad("rules version must be 1 to 40 characters")
+
+    def update_library(self, actor: Actor, isil: str, **settings: Any) -> LibraryView:
+        """Change a library's settings: name, door_min_age, self_activation, auto_activation,
+        rules_version, door_agreement_version. The library itself or the operator may."""
+        allowed = {"name", "door_min_age", "self_activation", "auto_activation", "rules_version", "door_agreement_version"}
+        unknown = set(settings) - allowed
+        if unknown:
+            raise _bad(f"unknown library setting {sorted(unknown)[0]}")
+        self._check_library_settings(settings.get("door_min_age"), settings.get("rules_version"))
+        with self._tx() as s:
+            lib = self._library(s, isil)
+            self._require_library_actor(actor, lib.isil)
+            for key, value in settings.items():
+                if value is not None:
+                    setattr(lib, key, _text(value, key, 200, required=True) if key == "name" else value)
+            self._audit(s, actor, "library_settings", "ok", library=lib.isil,
+                        detail=",".join(sorted(k for k, v in settings.items() if v is not None)))
+            return self._library_view(lib)
+
+    def list_libraries(self) -> list[LibraryView]:
+        with self._tx() as s:
+            return [self._library_view(lib) for lib in s.scalars(select(Library).order_by(Library.isil))]
+
+    def get_library(self, isil: str) -> LibraryView:
+        with self._tx() as s:
+            return self._library_view(self._library(s, isil))
+
+    # ------------------------------------------------------------------ number series
+    def _lock_series(self, s: Session) -> None:
+        if self._postgres:
+            s.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
+
+    def reserve_series(
+        self, actor: Actor, isil: str, *, count: int | None = None, first: str | None = None, last: str | None = None,
+    ) -> SeriesView:
+        """Reserve a range of card numbers for a library: the next free ``count`` numbers, or first..last."""
+        self._require_operator(actor)
+        if (count is None) == (first is None and last is None) or (first is None) != (last is None):
+            raise _bad("give either a count or both a first and a last card number")
+        with self._tx() as s:
+            lib = self._library(s, isil)
+            self._lock_series(s)
+            taken = s.execute(select(NumberSeries.first_number, NumberSeries.last_number).order_by(NumberSeries.first_number)).all()
+            if count is not None:
+                if not 1 <= count <= MAX_CARD:
+                    raise _bad(f"count must be between 1 and {MAX_CARD}")
+                low = 1
+                for a, b in taken:
+                    if a - low >= count:
+                        break
+                    low = max(low, b + 1)
+                high = low + count - 1
+                if high > MAX_CARD:
+                    raise SeriesExhausted(f"no free range of {count} card numbers is left")
+            else:
+                low, high = card_number_to_int(_card(first)), card_number_to_int(_card(last))
+                if low > high:
+                    raise _bad("the first card number must not be after the last")
+                for a, b in taken:
+                    if a <= high and low <= b:
+                        raise SeriesOverlap(
+                            f"{card_number_from_int(low)}-{card_number_from_int(high)} overlaps the reserved series "
+                            f"{card_number_from_int(a)}-{card_number_from_int(b)}"
+                        )
+            series = NumberSeries(library_id=lib.id, first_number=low, last_number=high, next_number=low)
+            s.add(series)
+            s.flush()
+            self._audit(s, actor, "series_reserve", "ok", library=lib.isil,
+                        detail=f"{card_number_from_int(low)}-{card_number_from_int(high)}")
+            return self._series_view(s, series, lib)
+
+    def _series_view(self, s: Session, series: NumberSeries, lib: Library) -> SeriesView:
+        low, high = card_number_from_int(series.first_number), card_number_from_int(series.last_number)
+        used = s.scalar(select(func.count()).select_from(Card).where(Card.number.between(low, high))) or 0
+        nxt = card_number_from_int(series.next_number) if series.next_number <= series.last_number else None
+        return SeriesView(lib.isil, low, high, nxt, series.last_number - series.first_number + 1, used)
+
+    def list_series(self, isil: str | None = None) -> list[SeriesView]:
+        with self._tx() as s:
+            query = select(NumberSeries, Library).join(Library).order_by(NumberSeries.first_number)
+            if isil is not None:
+                query = query.where(Library.id == self._library(s, isil).id)
+            return [self._series_view(s, series, lib) for series, lib in s.execute(query)]
+
+    def series_conflicts(self) -> list[dict[str, str]]:
+        """Card numbers in use outside a series of the library that issued them (legacy data)."""
+        with self._tx() as s:
+            spans: dict[int, list[tuple[int, int]]] = {}
+            for ser in s.scalars(select(NumberSeries)):
+                spans.setdefault(ser.library_id, []).append((ser.first_number, ser.last_number))
+            out = []
+            for number, lib_id, isil in s.execute(select(Card.number, Card.library_id, Library.isil).join(Library)):
+                value = card_number_to_int(number)
+                if not any(a <= value <= b for a, b in spans.get(lib_id, [])):
+                    out.append({"card": number, "library": isil})
+            return out
+
+    def _allocate_card(self, s: Session, lib: Library) -> str:
+        query = select(NumberSeries).where(
+            NumberSeries.library_id == lib.id, NumberSeries.next_number <= NumberSeries.last_number
+        ).order_by(NumberSeries.first_number)
+        if self._postgres:
+            query = query.with_for_update()
+        for series in s.scalars(query):
+            while series.next_number <= series.last_number:
+                candidate = card_number_from_int(series.next_number)
+                series.next_number += 1
+                if s.get(Card, candidate) is None:
+                    return candidate
+        raise SeriesExhausted(f"library {lib.isil} has no free card numbers left; reserve a new series")
+
+    def _check_card_in_series(self, s: Session, lib: Library, number: str) -> None:
+        value = card_number_to_int(number)
+        inside = s.scalar(select(func.count()).select_from(NumberSeries).where(
+            NumberSeries.library_id == lib.id, NumberSeries.first_number <= value, NumberSeries.last_number >= value))
+        if not inside:
+            raise CardOutsideSeries(f"card {number} is not inside a number series reserved by {lib.isil}")
+        if s.get(Card, number) is not None:
+            raise CardInUse(f"card {number} is already in use (card numbers are never reused)")
+
+    # ------------------------------------------------------------------ patrons
+    def register_patron(
+        self, actor: Actor, library: str, *, national_id: str, surname: str, given_name: str,
+        card: str | None = None, birth_date: date | None = None, gender: str | None = None,
+        address_line1: str | None = None, address_line2: str | None = None, postal_code: str | None = None,
+        city: str | None = None, country: str | None = None, email: str | None = None, phone: str | None = None,
+        pin: str | None = None, secret_address: bool = False, preferred_contact: str | None = None,
+    ) -> PatronView:
+        """Register a new patron at ``library``, which becomes the home library."""
+        isil = _isil(library)
+        self._require_library_actor(actor, isil)
+        if not actor.may("create"):
+            raise PermissionDenied("this client may not register patrons")
+        try:
+            nid = parse_national_id(national_id, allow_synthetic=self.settings.allow_synthetic_ids)
+        except InvalidNationalId as exc:
+            raise InvalidInput(f"invalid national identity number: {exc.reason}") from None
+        contact = self._check_contact(email=email, phone=phone, postal_code=postal_code, country=country)
+        names = {"surname": _text(surname, "surname", NAME_MAX, required=True),
+                 "given_name": _text(given_name, "given_name", NAME_MAX, required=True)}
+        others = {k: _text(v, k, _TEXT_FIELDS[k]) for k, v in
+                  {"address_line1": address_line1, "address_line2": address_line2, "city": city, "gender": gender}.items()}
+        self._check_birth_date(birth_date)
+        pin_hash = crypto.hash_secret(_pin(pin), self.settings.pin_hash_cost) if pin is not None else None
+        number = _card(card) if card is not None else None
+        index = self.keys.lookup_hash(nid.value)
+        try:
+            with self._tx() as s:
+                lib = self._library(s, isil)
+                existing = s.scalar(select(Patron.id).where(Patron.national_id_index == index))
+                if existing is not None:
+                    raise DuplicatePatron(self._current_card(s.get(Patron, existing)) or "?")
+                if number is None:
+                    number = self._allocate_card(s, lib)
+                else:
+                    self._check_card_in_series(s, lib, number)
+                patron = Patron(
+                    home_library_id=lib.id, national_id_ciphertext=self.keys.encrypt(nid.value),
+                    national_id_index=index, national_id_kind=nid.kind, birth_date=birth_date,
+                    pin_hash=pin_hash, secret_address=secret_address, preferred_contact=preferred_contact,
+                    **names, **others, **contact,
+                )
+                s.add(patron)
+                s.flush()
+                s.add(Card(number=number, patron_id=patron.id, library_id=lib.id))
+                s.add(Activation(patron_id=patron.id, library_id=lib.id, channel=actor.channel, rules_version=lib.rules_version))
+                s.flush()
+                s.refresh(patron)
+                self._audit(s, actor, "patron_register", "ok", patron=patron, card=number, library=isil)
+                self._change(s, patron, "registered", actor)
+                return self._patron_view(patron)
+        except IntegrityError:
+            # A concurrent registration won the race: say which rule it broke.
+            with self._tx() as s:
+                existing = s.scalar(select(Patron).where(Patron.national_id_index == index))
+                if existing is not None:
+                    raise DuplicatePatron(self._current_card(existing) or "?") from None
+            raise CardInUse(f"card {number} is already in use (card numbers are never reused)") from None
+
+    @staticmethod
+    def _check_birth_date(birth_date: date | None) -> None:
+        if birth_date is not None and not (date(1850, 1, 1) <= birth_date <= datetime.now(OSLO).date()):
+            raise _bad("birth date must be a real date in the past")
+
+    @staticmethod
+    def _check_contact(**given: str | None) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        country = (given.get("country") or "NO").strip().upper()
+        if len(country) != 2 or not country.isalpha():
+            raise _bad("country must be a two-letter code such as NO")
+        checks = {"email": normalise_email, "phone": normalise_phone,
+                  "postal_code": lambda v: normalise_postal_code(v, country)}
+        for key, value in given.items():
+            if key == "country":
+                out["country"] = country if value else None
+                continue
+            if value is None or not value.strip():
+                out[key] = None
+                continue
+            try:
+                out[key] = checks[key](value)
+            except InvalidIdentifier as exc:
+                raise InvalidInput(str(exc)) from None
+        return out
+
+    def find_patron(self, actor: Actor, card: str, *, with_national_id: bool = False) -> PatronView:
+        """Look a patron up by card number (any authenticated library may); audited."""
+        if actor.kind == "client" and not actor.may("lookup"):
+            raise PermissionDenied("this client may not look patrons up")
+        if with_national_id and not actor.may("see-national-id"):
+            raise PermissionDenied("this client may not see national identity numbers")
+        with self._tx() as s:
+            patron, row = self._patron(s, card)
+            self._audit(s, actor, "patron_lookup", "ok", patron=patron, card=row.number,
+                        detail="national id shown" if with_national_id else None)
+            return self._patron_view(patron, row, with_national_id=with_national_id)
+
+    def find_patron_by_national_id(self, actor: Actor, national_id: str, *, with_national_id: bool = False) -> PatronView:
+        """Look a patron up by national id; needs the ``lookup-national-id`` permission."""
+        if not actor.may("lookup-national-id"):
+            raise PermissionDenied("looking patrons up by national identity number needs the lookup-national-id permission")
+        if with_national_id and not actor.may("see-national-id"):
+            raise PermissionDenied("this client may not see national identity numbers")
+        try:
+            nid = parse_national_id(national_id, allow_synthetic=self.settings.allow_synthetic_ids)
+        except InvalidNationalId as exc:
+            raise InvalidInput(f"invalid national identity number: {exc.reason}") from None
+        with self._tx() as s:
+            patron = s.scalar(select(Patron).where(Patron.national_id_index == self.keys.lookup_hash(nid.value)))
+            if patron is None:
+                self._audit(s, actor, "patron_lookup_national_id", "not_found")
+                raise NotFound("no patron is registered with this national identity number")
+            self._audit(s, actor, "patron_lookup_national_id", "ok", patron=patron, card=self._current_card(patron))
+            return self._patron_view(patron, with_national_id=with_national_id)
+
+    def update_patron(self, actor: Actor, card: str, *, expected_version: int | None = None, **changes: Any) -> PatronView:
+        """Change a patron's personal data. ``expected_version`` (from the view the caller edited)
+        makes a concurrent change by another library a VersionConflict instead of a silent overwrite.
+        A value of None leaves a field alone; an empty string clears it."""
+        allowed = set(_TEXT_FIELDS) | {"postal_code", "country", "email", "phone", "temp_postal_code",
+                                       "temp_address_until", "birth_date", "secret_address", "preferred_contact"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise _bad(f"unknown patron field {sorted(unknown)[0]}")
+        if actor.kind == "client" and not actor.may("update"):
+            raise PermissionDenied("this client may not change patrons")
+        changes = {k: v for k, v in changes.items() if v is not None}
+        with self._tx() as s:
+            patron, row = self._patron(s, card, lock=True)
+            self._require_may_change(actor, patron)
+            if expected_version is not None and expected_version != patron.version:
+                raise VersionConflict(
+                    f"the patron was changed meanwhile (version {patron.version}, you edited {expected_version}); fetch it again"
+                )
+            contact_keys = {"email", "phone", "postal_code", "country"}
+            if contact_keys & changes.keys():
+                merged = {k: changes.get(k, getattr(patron, k)) for k in contact_keys}
+                for key, value in self._check_contact(**merged).items():
+                    if key in changes:
+                        setattr(patron, key, value)
+            for key, value in changes.items():
+                if key in _TEXT_FIELDS:
+                    setattr(patron, key, _text(value, key, _TEXT_FIELDS[key], required=key in ("surname", "given_name")))
+                elif key == "temp_postal_code":
+                    patron.temp_postal_code = self._check_contact(postal_code=value)["postal_code"]
+                elif key in ("birth_date", "temp_address_until"):
+                    if key == "birth_date":
+                        self._check_birth_date(value)
+                    setattr(patron, key, value)
+                elif key in ("secret_address", "preferred_contact"):
+                    setattr(patron, key, value)
+            if s.is_modified(patron):
+                patron.updated_at = utcnow()
+            s.flush()
+            self._audit(s, actor, "patron_update", "ok", patron=patron, card=row.number, detail=",".join(sorted(changes)))
+            self._change(s, patron, "updated", actor)
+            return self._patron_view(patron, row)
+
+    # ------------------------------------------------------------------ PINs
+    def set_pin(self, actor: Actor, card: str, pin: str) -> None:
+        pin_hash = crypto.hash_secret(_pin(pin), self.settings.pin_hash_cost)
+        with self._tx() as s:
+            patron, row = self._patron(s, card)
+            if actor.kind == "client" and not actor.may("update"):
+                raise PermissionDenied("this client may not change patrons")
+            self._require_may_change(actor, patron)
+            s.execute(update(Patron).where(Patron.id == patron.id).values(
+                pin_hash=pin_hash, pin_failures=0, pin_locked_until=None, updated_at=utcnow()
+            ).execution_options(synchronize_session=False))
+            self._audit(s, actor, "pin_set", "ok", patron=patron, card=row.number)
+            self._change(s, patron, "pin_changed", actor)
+
+    def verify_pin(self, actor: Actor, card: str, pin: str) -> PinCheck:
+        """Check a PIN with lockout shared by every channel. Raises NotFound for an unknown card."""
+        with self._tx() as s:
+            patron, row = self._patron(s, card)
+            patron_id, stored, locked_until = patron.id, patron.pin_hash, patron.pin_locked_until
+        result = self._check_pin(patron_id, stored, locked_until, pin)
+        with self._tx() as s:
+            self._audit(s, actor, "pin_verify", result.value, card=row.number, patron=s.get(Patron, patron_id))
+        return result
+
+    def _check_pin(self, patron_id: int, stored: str | None, locked_until: datetime | None, pin: str) -> PinCheck:
+        now = utcnow()
+        if locked_until is not None and locked_until > now:
+            return PinCheck.LOCKED
+        if stored is None:
+            return PinCheck.NO_PIN
+        if crypto.verify_secret(pin, stored):
+            with self._tx() as s:
+                s.execute(update(Patron).where(Patron.id == patron_id, Patron.pin_failures != 0)
+                          .values(pin_failures=0, pin_locked_until=None).execution_options(synchronize_session=False))
+                if crypto.needs_rehash(stored, self.settings.pin_hash_cost):
+                    s.execute(update(Patron).where(Patron.id == patron_id)
+                              .values(pin_hash=crypto.hash_secret(pin, self.settings.pin_hash_cost))
+                              .execution_options(synchronize_session=False))
+            return PinCheck.OK
+        with self._tx() as s:
+            failures = s.scalar(
+                update(Patron).where(Patron.id == patron_id).values(pin_failures=Patron.pin_failures + 1)
+                .returning(Patron.pin_failures).execution_options(synchronize_session=False)
+            )
+            if failures is not None and failures >= self.settings.pin_max_failures:
+                s.execute(update(Patron).where(Patron.id == patron_id).values(
+                    pin_failures=0, pin_locked_until=now + timedelta(minutes=self.settings.pin_lock_minutes)
+                ).execution_options(synchronize_session=False))
+                return PinCheck.LOCKED
+        return PinCheck.WRONG
+
+    # ------------------------------------------------------------------ activation and doors
+    def activate(
+        self, actor: Actor, card: str, library: str, *, door_agreement: bool = False, rules_version: str | None = None,
+    ) -> PatronView:
+        """Activate the card at ``library`` (idempotent); optionally record the meråpent agreement.
+
+        A library may activate a card at itself (first visit); the operator anywhere.
+        """
+        isil = _isil(library)
+        self._require_library_actor(actor, isil)
+        with self._tx() as s:
+            lib = self._library(s, isil)
+            patron, row = self._patron(s, card, lock=True)
+            if row.status != "active":
+                raise InvalidInput(f"card {row.number} is {row.status}; use the patron's current card")
+            outcome = self._activate(s, actor, patron, lib, rules_version=rules_version)
+            if door_agreement:
+                act = next(a for a in patron.activations if a.library_id == lib.id)
+                if act.door_agreement_at is None or act.door_revoked_at is not None:
+                    act.door_agreement_at, act.door_agreement_version, act.door_revoked_at = utcnow(), lib.door_agreement_version, None
+                    self._audit(s, actor, "door_agreement", "signed", patron=patron, card=row.number, library=isil)
+                    self._change(s, patron, "door_agreement", actor)
+            s.flush()
+            s.refresh(patron)
+            return self._patron_view(patron, row)
+
+    def _activate(self, s: Session, actor: Actor, patron: Patron, lib: Library, *, rules_version: str | None = None,
+                  channel: str | None = None) -> str:
+        if any(a.library_id == lib.id for a in patron.activations):
+            return "already"
+        act = Activation(patron_id=patron.id, library_id=lib.id, channel=channel or actor.channel,
+                         rules_version=rules_version or lib.rules_version)
+        s.add(act)
+        patron.activations.append(act)
+        s.flush()
+        self._audit(s, actor, "patron_activate", "ok", patron=patron, card=self._current_card(patron), library=lib.isil)
+        self._change(s, patron, "activated", actor)
+        return "activated"
+
+    def revoke_door(self, actor: Actor, card: str, library: str, *, revoked: bool = True) -> PatronView:
+        """The library withdraws (or restores) the patron's door access at itself."""
+        isil = _isil(library)
+        self._require_library_actor(actor, isil)
+        with self._tx() as s:
+            lib = self._library(s, isil)
+            patron, row = self._patron(s, card, lock=True)
+            act = next((a for a in patron.activations if a.library_id == lib.id), None)
+            if act is None:
+                raise NotAffiliated(f"the card is not activated at {isil}")
+            act.door_revoked_at = utcnow() if revoked else None
+            self._audit(s, actor, "door_revoke" if revoked else "door_restore", "ok", patron=patron, card=row.number, library=isil)
+            self._change(s, patron, "door_revoked" if revoked else "door_restored", actor)
+            return self._patron_view(patron, row)
+
+    def set_home_library(self, actor: Actor, card: str, library: str) -> PatronView:
+        """Move the patron's home library; the patron, an affiliated library or the operator may."""
+        with self._tx() as s:
+            lib = self._library(s, library)
+            patron, row = self._patron(s, card, lock=True)
+            if actor.kind == "patron":
+                if actor.name != row.number and actor.name not in {c.number for c in patron.cards}:
+                    raise PermissionDenied("a patron may change only their own home library")
+            else:
+                self._require_may_change(actor, patron)
+            self._activate(s, actor, patron, lib)
+            patron.home_library_id = lib.id
+            patron.updated_at = utcnow()
+            s.flush()
+            s.refresh(patron)
+            self._audit(s, actor, "home_library", "ok", patron=patron, card=row.number, library=lib.isil)
+            self._change(s, patron, "home_library", actor)
+            return self._patron_view(patron, row)
+
+    def set_blocked(self, actor: Actor, card: str, blocked: bool, reason: str | None = None) -> PatronView:
+        reason = _text(reason, "reason", 200, required=blocked)
+        with self._tx() as s:
+            patron, row = self._patron(s, card, lock=True)
+            if actor.kind != "terminal":  # a kiosk may block a card it holds (SIP2 01)
+                self._require_may_change(actor, patron)
+            if patron.blocked != blocked or patron.block_reason != reason:
+                patron.blocked, patron.block_reason, patron.updated_at = blocked, reason if blocked else None, utcnow()
+                self._change(s, patron, "blocked" if blocked else "unblocked", actor)
+            s.flush()
+            self._audit(s, actor, "patron_block" if blocked else "patron_unblock", "ok", patron=patron, card=row.number)
+            return self._patron_view(patron, row)
+
+    def report_lost(self, actor: Actor, card: str) -> PatronView:
+        with self._tx() as s:
+            patron, row = self._patron(s, card, lock=True)
+            self._require_may_change(actor, patron)
+            if row.status == "active":
+                row.status, row.status_changed_at = "lost", utcnow()
+                self._change(s, patron, "card_lost", actor)
+            self._audit(s, actor, "card_lost", "ok", patron=patron, card=row.number)
+            s.flush()
+            return self._patron_view(patron, row)
+
+    def replace_card(self, actor: Actor, card: str, *, new_card: str | None = None) -> PatronView:
+        """Give the patron a new card number; the old one never authenticates again."""
+        with self._tx() as s:
+            patron, row = self._patron(s, card, lock=True)
+            self._require_may_change(actor, patron)
+            lib = s.get(Library, patron.home_library_id) if actor.kind == "operator" else self._library(s, actor.library_isil)
+            if new_card is None:
+                number = self._allocate_card(s, lib)
+            else:
+                number = _card(new_card)
+                self._check_card_in_series(s, lib, number)
+            for old in patron.cards:
+                if old.status == "active":
+                    old.status, old.status_changed_at = "replaced", utcnow()
+            new = Card(number=number, patron_id=patron.id, library_id=lib.id)
+            s.add(new)
+            patron.cards.append(new)
+            s.flush()
+            self._audit(s, actor, "card_replace", "ok", patron=patron, card=number, detail=f"replaces {row.number}")
+            self._change(s, patron, "card_replaced", actor)
+            return self._patron_view(patron, new)
+
+    def delete_patron(self, actor: Actor, card: str) -> str:
+        """Erase the patron's personal data; the card numbers stay reserved forever. Home library or operator."""
+        if actor.kind == "client" and not actor.may("delete"):
+            raise PermissionDenied("this client may not delete patrons")
+        with self._tx() as s:
+            patron, row = self._patron(s, card, lock=True)
+            if actor.kind != "operator" and patron.home_library.isil != actor.library_isil:
+                raise PermissionDenied("only the patron's home library or the operator may delete a patron")
+            self._change(s, patron, "deleted", actor)
+            for column in ("surname", "given_name", "national_id_ciphertext", "national_id_index", "national_id_kind",
+                           "birth_date", "gender", "address_line1", "address_line2", "postal_code", "city", "country",
+                           "temp_address_line1", "temp_postal_code", "temp_city", "temp_address_until", "email", "phone",
+                           "preferred_contact", "pin_hash", "block_reason", "pin_locked_until"):
+                setattr(patron, column, None)
+            patron.secret_address = patron.blocked = False
+            patron.deleted_at = patron.updated_at = utcnow()
+            for c in patron.cards:
+                c.status, c.status_changed_at = "deleted", utcnow()
+            s.execute(delete(Activation).where(Activation.patron_id == patron.id))
+            self._audit(s, actor, "patron_delete", "ok", patron=patron, card=row.number)
+            return row.number
+
+    def export_patron(self, actor: Actor, card: str) -> dict[str, Any]:
+        """Everything the register holds about a patron (innsyn), national id and audit trail included."""
+        with self._tx() as s:
+            patron, row = self._patron(s, card)
+            if actor.kind == "patron" and actor.name not in {c.number for c in patron.cards}:
+                raise PermissionDenied("a patron may see only their own data")
+            if actor.kind not in ("patron", "operator"):
+                raise PermissionDenied("only the patron or the operator may export a patron")
+            self._audit(s, actor, "patron_export", "ok", patron=patron, card=row.number)
+            s.flush()
+            view = self._patron_view(patron, with_national_id=True)
+            events = s.scalars(select(AuditEvent).where(AuditEvent.patron_id == patron.id).order_by(AuditEvent.id))
+            changes = s.scalars(select(Change).where(Change.patron_id == patron.id).order_by(Change.id))
+            out = jsonable(view)
+            out.pop("card_status", None)
+            out.pop("has_pin", None)
+            out["pin"] = "set (stored only as a slow hash)" if view.has_pin else "not set"
+            out["audit"] = [jsonable(self._audit_view(e)) for e in events]
+            out["changes"] = [jsonable(self._change_view(c)) for c in changes]
+            out["exported_at"] = utcnow().isoformat()
+            out["note"] = "The register stores nothing about loans, reservations or fines."
+            return out
+
+    # ------------------------------------------------------------------ the patron decision (sip2.md A.4)
+    def decide(
+        self, actor: Actor, card: str, pin: str | None, *, door: bool = False, pin_required: bool = True,
+        institution: str | None = None, now: datetime | None = None,
+    ) -> Decision:
+        """May this card (and PIN) be used at the actor's library now? One function for SIP2 23, 63,
+        25 and the door, and for NCIP lookups by card + PIN. Every decision is audited with its reason."""
+        try:
+            return self._decide(actor, card, pin, door, pin_required, institution, now or utcnow())
+        except RegisterUnavailable:
+            return Decision(Reason.REGISTER_UNAVAILABLE, None, False, False, False)
+
+    def _decide(self, actor: Actor, card: str, pin: str | None, door: bool, pin_required: bool,
+                institution: str | None, now: datetime) -> Decision:
+        action = "door" if door else "patron_check"
+
+        def finish(reason: Reason, patron_id: int | None = None, *, checked: bool = False, valid: bool = False,
+                   lost: bool = False, activated: bool = False, number: str | None = None) -> Decision:
+            with self._tx() as s:
+                patron = s.get(Patron, patron_id) if patron_id is not None else None
+                self._audit(s, actor, action, reason.value, patron=patron, card=number)
+                view = self._patron_view(patron, s.get(Card, number)) if patron is not None else None
+            return Decision(reason, view, checked, valid, lost, activated)
+
+        try:
+            number = normalise_card_number(card)
+        except InvalidIdentifier:
+            return finish(Reason.UNKNOWN_CARD)
+        if institution is not None and actor.library_isil is not None:
+            try:
+                same = normalise_isil(institution) == actor.library_isil
+            except InvalidIdentifier:
+                same = institution.strip() == actor.library_isil
+            if not same:
+                return finish(Reason.WRONG_INSTITUTION, number=number)
+        with self._tx() as s:
+            row = s.get(Card, number)
+            if row is None or row.status == "deleted":
+                facts = None
+            else:
+                p = row.patron
+                lib = s.scalar(select(Library).where(Library.isil == actor.library_isil))
+                act = next((a for a in p.activations if lib is not None and a.library_id == lib.id), None)
+                facts = (p.id, row.status, p.pin_hash, p.pin_locked_until, p.blocked, p.birth_date, lib, act is not None,
+                         act.door_agreement_at if act else None, act.door_revoked_at if act else None)
+        if facts is None:
+            if pin:
+                crypto.verify_secret(pin, self._decoy_hash)  # same time as a wrong PIN
+            return finish(Reason.UNKNOWN_CARD, number=number)
+        patron_id, status, pin_hash, locked_until, blocked, birth, lib, activated, agreed, revoked = facts
+        if status == "lost":
+            return finish(Reason.CARD_LOST, patron_id, lost=True, number=number)
+        if status == "replaced":
+            return finish(Reason.CARD_REPLACED, patron_id, lost=True, number=number)
+        checked = valid = False
+        if pin:
+            checked = True
+            result = self._check_pin(patron_id, pin_hash, locked_until, pin)
+            if result is PinCheck.LOCKED:
+                return finish(Reason.PIN_LOCKED, patron_id, checked=True, number=number)
+            if result is not PinCheck.OK:
+                return finish(Reason.PIN_WRONG, patron_id, checked=True, number=number)
+            valid = True
+        elif door or pin_required:
+            return finish(Reason.PIN_MISSING, patron_id, number=number)
+        if blocked:
+            return finish(Reason.PATRON_BLOCKED, patron_id, checked=checked, valid=valid, number=number)
+        activated_now = False
+        if not activated:
+            if lib is not None and lib.auto_activation and valid:
+                with self._tx() as s:
+                    self._activate(s, actor, s.get(Patron, patron_id), s.get(Library, lib.id))
+                activated_now = True
+            else:
+                return finish(Reason.NOT_ACTIVATED, patron_id, checked=checked, valid=valid, number=number)
+        if door:
+            if agreed is None:
+                return finish(Reason.DOOR_NO_AGREEMENT, patron_id, checked=checked, valid=valid, number=number)
+            if revoked is not None:
+                return finish(Reason.DOOR_REVOKED, patron_id, checked=checked, valid=valid, number=number)
+            today = now.astimezone(OSLO).date()
+            if lib.door_min_age > 0 and (birth is None or age_on(birth, today) < lib.door_min_age):
+                return finish(Reason.DOOR_UNDERAGE, patron_id, checked=checked, valid=valid, number=number)
+        return finish(Reason.GRANTED, patron_id, checked=checked, valid=valid, activated=activated_now, number=number)
+
+    def self_activate(self, actor: Actor, card: str, pin: str | None, *, rules_version: str | None = None) -> tuple[Decision, bool]:
+        """SIP2 25: the patron activates the card at the terminal's library after accepting the rules
+        on screen. Returns (decision after the attempt, whether the library allows self-activation)."""
+        first = self.decide(actor, card, pin, pin_required=True)
+        if first.reason is not Reason.NOT_ACTIVATED or not first.pin_valid:
+            return first, True
+        with self._tx() as s:
+            lib = self._library(s, actor.library_isil or "")
+            if not lib.self_activation:
+                self._audit(s, actor, "patron_activate", "self_activation_off", card=first.patron.card if first.patron else None)
+                return first, False
+            patron, row = self._patron(s, card, lock=True)
+            self._activate(s, actor, patron, lib, rules_version=rules_version)
+        return self.decide(actor, card, pin, pin_required=True), True
+
+    # ------------------------------------------------------------------ terminals
+    def _terminal_view(self, t: SIPTerminal) -> TerminalView:
+        nets = tuple(n for n in t.allowed_networks.split(",") if n)
+        return TerminalView(t.login, t.library.isil, t.profile, t.encoding, t.terminator, nets, t.tls_only, t.pin_required, t.enabled)
+
+    def add_terminal(
+        self, actor: Actor, login: str, password: str, library: str, profile: str, *, encoding: str = "utf-8",
+        terminator: str = "CR", allowed_networks: list[str] | None = None, tls_only: bool = False, pin_required: bool = True,
+    ) -> TerminalView:
+        self._require_operator(actor)
+        login = (login or "").strip()
+        if not login or len(login) > 64 or any(ch in login for ch in "|\r\n") or not login.isprintable():
+            raise _bad("terminal login must be 1 to 64 printable characters without | or line breaks")
+        if profile not in PROFILES:
+            raise _bad(f"profile must be one of {', '.join(PROFILES)}")
+        if encoding not in ENCODINGS:
+            raise _bad(f"encoding must be one of {', '.join(ENCODINGS)}")
+        if terminator not in ("CR", "CRLF"):
+            raise _bad("terminator must be CR or CRLF")
+        if not 6 <= len(password) <= 128:
+            raise _bad("terminal password must be 6 to 128 characters")
+        nets = self._check_networks(allowed_networks or [])
+        pw_hash = crypto.hash_secret(password, self.settings.pin_hash_cost)
+        try:
+            with self._tx() as s:
+                lib = self._library(s, library)
+                t = SIPTerminal(login=login, password_hash=pw_hash, library_id=lib.id, profile=profile, encoding=encoding,
+                                terminator=terminator, allowed_networks=",".join(nets), tls_only=tls_only,
+                                pin_required=pin_required if profile != "door" else True)
+                s.add(t)
+                s.flush()
+                self._audit(s, actor, "terminal_add", "ok", library=lib.isil, detail=login)
+                return self._terminal_view(t)
+        except IntegrityError:
+            raise AlreadyExists(f"terminal {login} exists already") from None
+
+    @staticmethod
+    def _check_networks(networks: list[str]) -> list[str]:
+        out = []
+        for net in networks:
+            try:
+                out.append(str(ipaddress.ip_network(net.strip(), strict=False)))
+            except ValueError:
+                raise _bad(f"{net!r} is not a network in CIDR form, e.g. 10.1.2.0/24") from None
+        return out
+
+    def update_terminal(self, actor: Actor, login: str, *, enabled: bool | None = None, password: str | None = None) -> TerminalView:
+        self._require_operator(actor)
+        if password is not None and not 6 <= len(password) <= 128:
+            raise _bad("terminal password must be 6 to 128 characters")
+        with self._tx() as s:
+            t = s.scalar(select(SIPTerminal).where(SIPTerminal.login == login))
+            if t is None:
+                raise NotFound(f"terminal {login} does not exist")
+            if enabled is not None:
+                t.enabled = enabled
+            if password is not None:
+                t.password_hash = crypto.hash_secret(password, self.settings.pin_hash_cost)
+            self._audit(s, actor, "terminal_update", "ok", library=t.library.isil, detail=login)
+            return self._terminal_view(t)
+
+    def list_terminals(self) -> list[TerminalView]:
+        with self._tx() as s:
+            return [self._terminal_view(t) for t in s.scalars(select(SIPTerminal).order_by(SIPTerminal.login))]
+
+    def authenticate_terminal(self, login: str, password: str) -> TerminalView | None:
+        """The terminal, if the login and password match an enabled account; None otherwise."""
+        with self._tx() as s:
+            t = s.scalar(select(SIPTerminal).options(selectinload(SIPTerminal.library)).where(SIPTerminal.login == login))
+            stored, view = (t.password_hash, self._terminal_view(t)) if t is not None else (self._decoy_hash, None)
+        ok = crypto.verify_secret(password, stored)
+        return view if ok and view is not None and view.enabled else None
+
+    # ------------------------------------------------------------------ API clients
+    def _client_view(self, c: APIClient) -> ClientView:
+        return ClientView(c.name, c.library.isil, tuple(p for p in c.permissions.split(",") if p), c.enabled)
+
+    @staticmethod
+    def _check_permissions(permissions: list[str] | None) -> list[str]:
+        perms = list(DEFAULT_CLIENT_PERMISSIONS) if permissions is None else [p.strip() for p in permissions if p.strip()]
+        bad = [p for p in perms if p not in PERMISSIONS]
+        if bad:
+            raise _bad(f"unknown permission {bad[0]!r}; known: {', '.join(PERMISSIONS)}")
+        return sorted(set(perms), key=PERMISSIONS.index)
+
+    def add_client(self, actor: Actor, name: str, library: str, permissions: list[str] | None = None) -> tuple[ClientView, str]:
+        """Create an API client; returns the view and the token, shown this once and stored hashed."""
+        self._require_operator(actor)
+        name = (name or "").strip()
+        if not name or len(name) > 100 or not name.isprintable():
+            raise _bad("client name must be 1 to 100 printable characters")
+        perms = self._check_permissions(permissions)
+        token = crypto.new_token()
+        try:
+            with self._tx() as s:
+                lib = self._library(s, library)
+                c = APIClient(name=name, token_hash=crypto.token_hash(token), library_id=lib.id, permissions=",".join(perms))
+                s.add(c)
+                s.flush()
+                self._audit(s, actor, "client_add", "ok", library=lib.isil, detail=name)
+                return self._client_view(c), token
+        except IntegrityError:
+            raise AlreadyExists(f"client {name} exists already") from None
+
+    def update_client(
+        self, actor: Actor, name: str, *, enabled: bool | None = None, permissions: list[str] | None = None,
+        rotate_token: bool = False,
+    ) -> tuple[ClientView, str | None]:
+        self._require_operator(actor)
+        perms = self._check_permissions(permissions) if permissions is not None else None
+        token = crypto.new_token() if rotate_token else None
+        with self._tx() as s:
+            c = s.scalar(select(APIClient).where(APIClient.name == name))
+            if c is None:
+                raise NotFound(f"client {name} does not exist")
+            if enabled is not None:
+                c.enabled = enabled
+            if perms is not None:
+                c.permissions = ",".join(perms)
+            if token is not None:
+                c.token_hash = crypto.token_hash(token)
+            self._audit(s, actor, "client_update", "ok", library=c.library.isil, detail=name)
+            return self._client_view(c), token
+
+    def list_clients(self) -> list[ClientView]:
+        with self._tx() as s:
+            return [self._client_view(c) for c in s.scalars(select(APIClient).order_by(APIClient.name))]
+
+    def authenticate_client(self, token: str) -> ClientView | None:
+        with self._tx() as s:
+            c = s.scalar(select(APIClient).where(APIClient.token_hash == crypto.token_hash(token)))
+            return self._client_view(c) if c is not None and c.enabled else None
+
+    # ------------------------------------------------------------------ audit, changes, keys
+    @staticmethod
+    def _audit_view(e: AuditEvent) -> AuditView:
+        return AuditView(e.id, e.at, e.actor, e.library_isil, e.action, e.card_number, e.outcome, e.detail)
+
+    @staticmethod
+    def _change_view(c: Change) -> ChangeView:
+        return ChangeView(c.id, c.at, c.card_number, c.library_isil, c.kind)
+
+    def audit_events(self, card: str | None = None, *, limit: int = 100) -> list[AuditView]:
+        with self._tx() as s:
+            query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+            if card is not None:
+                patron, _ = self._patron(s, card) if s.get(Card, _card(card)) is not None else (None, None)
+                if patron is None:
+                    raise NotFound(f"card {_card(card)} is not in the register")
+                query = query.where(AuditEvent.patron_id == patron.id)
+            return [self._audit_view(e) for e in reversed(list(s.scalars(query)))]
+
+    def changes(self, since: int = 0, *, limit: int = 1000) -> list[ChangeView]:
+        with self._tx() as s:
+            query = select(Change).where(Change.id > since).order_by(Change.id).limit(limit)
+            return [self._change_view(c) for c in s.scalars(query)]
+
+    def reencrypt(self, batch_size: int = 500) -> int:
+        """Re-encrypt every national id not sealed with the active key, in small transactions, so
+        the gateway keeps serving meanwhile. Returns how many rows were re-encrypted."""
+        active, done, last_id = self.keys.active_key_id, 0, 0
+        while True:
+            with self._tx() as s:
+                rows = s.execute(
+                    select(Patron.id, Patron.national_id_ciphertext)
+                    .where(Patron.id > last_id, Patron.national_id_ciphertext.is_not(None))
+                    .order_by(Patron.id).limit(batch_size)
+                ).all()
+                if not rows:
+                    return done
+                for patron_id, cipher in rows:
+                    if crypto.KeyRing.key_id_of(cipher) != active:
+                        s.execute(update(Patron).where(Patron.id == patron_id, Patron.national_id_ciphertext == cipher)
+                                  .values(national_id_ciphertext=self.keys.encrypt(self.keys.decrypt(cipher)))
+                                  .execution_options(synchronize_session=False))
+                        done += 1
+                last_id = rows[-1][0]
+
+    def key_usage(self) -> dict[int, int]:
+        with self._tx() as s:
+            counts: dict[int, int] = {}
+            for (cipher,) in s.execute(select(Patron.national_id_ciphertext).where(Patron.national_id_ciphertext.is_not(None))):
+                kid = crypto.KeyRing.key_id_of(cipher)
+                counts[kid] = counts.get(kid, 0) + 1
+            return counts
+
+    def counts(self) -> dict[str, int]:
+        with self._tx() as s:
+            return {
+                "libraries": s.scalar(select(func.count()).select_from(Library)) or 0,
+                "patrons": s.scalar(select(func.count()).select_from(Patron).where(Patron.deleted_at.is_(None))) or 0,
+                "cards": s.scalar(select(func.count()).select_from(Card)) or 0,
+            }
+
+
+__all__ = ["Register", "Settings", "RegisterError", "age_on"]

@@ -1,0 +1,231 @@
+"""What the register hands back to its callers: plain frozen values, never ORM objects."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from enum import Enum
+from typing import Any, Literal
+
+PERMISSIONS = ("lookup", "lookup-national-id", "create", "update", "delete", "see-national-id")
+DEFAULT_CLIENT_PERMISSIONS = ("lookup", "create", "update")
+PROFILES = ("kiosk", "door", "ils")
+ENCODINGS = ("utf-8", "cp850", "latin-1")
+CHANNELS = ("sip2", "ncip", "operator", "web")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks: the operator, a SIP2 terminal, an NCIP client, or the patron on the web page."""
+
+    kind: Literal["operator", "terminal", "client", "patron"]
+    name: str
+    library_isil: str | None = None
+    permissions: frozenset[str] = frozenset()
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    @property
+    def channel(self) -> str:
+        return {"operator": "operator", "terminal": "sip2", "client": "ncip", "patron": "web"}[self.kind]
+
+    def may(self, permission: str) -> bool:
+        return self.kind == "operator" or permission in self.permissions
+
+
+OPERATOR = Actor("operator", "nlr")
+
+
+def jsonable(value: Any) -> Any:
+    """A view (or anything made of them) as JSON-ready data."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: jsonable(v) for k, v in asdict(value).items()}
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+@dataclass(frozen=True)
+class LibraryView:
+    isil: str
+    name: str
+    door_min_age: int
+    self_activation: bool
+    auto_activation: bool
+    rules_version: str
+    door_agreement_version: str
+
+
+@dataclass(frozen=True)
+class SeriesView:
+    library_isil: str
+    first: str
+    last: str
+    next_free: str | None
+    size: int
+    used: int
+
+    @property
+    def range(self) -> str:
+        return f"{self.first}-{self.last}"
+
+
+@dataclass(frozen=True)
+class ActivationView:
+    library_isil: str
+    library_name: str
+    activated_at: datetime
+    channel: str
+    rules_version: str
+    home: bool
+    door_agreement_at: datetime | None
+    door_agreement_version: str | None
+    door_revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class CardView:
+    number: str
+    status: str
+    library_isil: str
+    issued_at: datetime
+
+
+@dataclass(frozen=True)
+class PatronView:
+    """A patron as one caller may see it. ``national_id`` is filled only when asked for explicitly."""
+
+    card: str  # the card number asked about
+    card_status: str  # status of that card: active, lost, replaced
+    current_card: str | None  # the patron's active card
+    surname: str
+    given_name: str
+    national_id_masked: str
+    birth_date: date | None
+    gender: str | None
+    address_line1: str | None
+    address_line2: str | None
+    postal_code: str | None
+    city: str | None
+    country: str | None
+    temp_address_line1: str | None
+    temp_postal_code: str | None
+    temp_city: str | None
+    temp_address_until: date | None
+    email: str | None
+    phone: str | None
+    preferred_contact: str | None
+    secret_address: bool
+    home_library_isil: str
+    blocked: bool
+    block_reason: str | None
+    has_pin: bool
+    pin_locked_until: datetime | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    activations: tuple[ActivationView, ...] = ()
+    cards: tuple[CardView, ...] = ()
+    national_id: str | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.given_name} {self.surname}".strip()
+
+    def activation_at(self, isil: str) -> ActivationView | None:
+        return next((a for a in self.activations if a.library_isil == isil), None)
+
+
+class PinCheck(Enum):
+    OK = "ok"
+    WRONG = "wrong"
+    LOCKED = "locked"
+    NO_PIN = "no_pin"  # the patron has no PIN set
+
+
+class Reason(Enum):
+    """Reason codes of the patron decision (sip2.md A.4), audited and mapped to screen messages."""
+
+    GRANTED = "granted"
+    UNKNOWN_CARD = "unknown_card"
+    CARD_LOST = "card_lost"
+    CARD_REPLACED = "card_replaced"
+    PATRON_BLOCKED = "patron_blocked"
+    PIN_WRONG = "pin_wrong"
+    PIN_MISSING = "pin_missing"
+    PIN_LOCKED = "pin_locked"
+    NOT_ACTIVATED = "not_activated"
+    DOOR_NO_AGREEMENT = "door_no_agreement"
+    DOOR_REVOKED = "door_revoked"
+    DOOR_UNDERAGE = "door_underage"
+    WRONG_INSTITUTION = "wrong_institution"
+    REGISTER_UNAVAILABLE = "register_unavailable"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to "may this card (and PIN) be used at this terminal's library, now?"."""
+
+    reason: Reason
+    patron: PatronView | None  # the patron behind the card, when the card is known
+    pin_checked: bool  # a PIN was given and compared
+    pin_valid: bool  # the PIN given was right
+    card_lost: bool  # the card is reported lost or replaced
+    activated_now: bool = False  # automatic activation happened in this decision
+
+    @property
+    def granted(self) -> bool:
+        return self.reason is Reason.GRANTED
+
+
+@dataclass(frozen=True)
+class TerminalView:
+    login: str
+    library_isil: str
+    profile: str
+    encoding: str
+    terminator: str
+    allowed_networks: tuple[str, ...]
+    tls_only: bool
+    pin_required: bool
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class ClientView:
+    name: str
+    library_isil: str
+    permissions: tuple[str, ...]
+    enabled: bool
+
+    def actor(self) -> Actor:
+        return Actor("client", self.name, self.library_isil, frozenset(self.permissions))
+
+
+@dataclass(frozen=True)
+class AuditView:
+    id: int
+    at: datetime
+    actor: str
+    library_isil: str | None
+    action: str
+    card_number: str | None
+    outcome: str
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class ChangeView:
+    id: int
+    at: datetime
+    card_number: str
+    library_isil: str | None
+    kind: str

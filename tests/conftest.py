@@ -1,0 +1,109 @@
+"""Shared fixtures: a fresh register on SQLite and on PostgreSQL for every test that asks for one.
+
+PostgreSQL: ``$NLR_TEST_DATABASE_URL`` or the local test server. On a machine without it the
+PostgreSQL variants skip with the reason; in CI (``CI=true``) or with ``NLR_REQUIRE_POSTGRES=1``
+they fail instead, so CI can never go green without them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from gateway.register import Register, Settings
+from gateway.register.crypto import KeyRing
+from gateway.register.database import make_engine, upgrade
+from gateway.register.models import Base
+
+PG_URL = os.environ.get("NLR_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REQUIRE_PG = os.environ.get("CI", "").lower() == "true" or os.environ.get("NLR_REQUIRE_POSTGRES") == "1"
+# Cheap PIN hashes keep the suite fast; the production default (15) is measured by bench/.
+TEST_SETTINGS = Settings(allow_synthetic_ids=True, pin_hash_cost=10)
+
+
+def _postgres_problem() -> str | None:
+    try:
+        engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001
+        return f"PostgreSQL at {PG_URL} does not answer ({exc.__class__.__name__})"
+
+
+@pytest.fixture(scope="session")
+def postgres_schema_url() -> Iterator[str]:
+    """A private schema on the PostgreSQL test server, migrated once; dropped at the end."""
+    problem = _postgres_problem()
+    if problem:
+        if REQUIRE_PG:
+            pytest.fail(f"{problem}; CI requires PostgreSQL (start it, or unset CI/NLR_REQUIRE_POSTGRES)")
+        pytest.skip(f"{problem}; set NLR_TEST_DATABASE_URL to run the PostgreSQL variants")
+    schema = f"nlr_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "register.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()  # closing the last connection checkpoints the WAL into the file
+    return path
+
+
+def _truncate(engine: Engine) -> None:
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty, migrated register database, on each backend in turn."""
+    if request.param == "sqlite":
+        path = tmp_path / "register.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    url = request.getfixturevalue("postgres_schema_url")
+    engine = make_engine(url)
+    _truncate(engine)
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def keys_path(tmp_path: Path) -> Path:
+    path = tmp_path / "keys.yaml"
+    KeyRing.create(path)
+    return path
+
+
+@pytest.fixture
+def register(database_url: str, keys_path: Path) -> Iterator[Register]:
+    """A fresh register (libraries, series, patrons: none) on each backend."""
+    engine = make_engine(database_url)
+    reg = Register(engine, KeyRing.load(keys_path), TEST_SETTINGS)
+    yield reg
+    engine.dispose()
