@@ -212,7 +212,8 @@ def verify_secret(secret: str, stored: str | None) -> bool:
         salt, digest = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
     except ValueError:
         return False
-    if scheme != "scrypt" or not 1 <= ln <= 22:
+    # A damaged hash (short digest or salt, absurd cost) must never accept a secret.
+    if scheme != "scrypt" or not 1 <= ln <= 22 or len(digest) != 32 or len(salt) < 16 or not (1 <= r <= 32 and 1 <= p <= 16):
         return False
     candidate = Scrypt(salt=salt, length=len(digest), n=1 << ln, r=r, p=p).derive(secret.encode("utf-8"))
     return hmac.compare_digest(candidate, digest)

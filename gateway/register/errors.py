@@ -65,3 +65,22 @@ class RegisterUnavailable(RegisterError):
     """The database does not answer; callers answer 'register unavailable' and try again later."""
 
     code = "register_unavailable"
+
+
+class InvalidNationalIdentityNumber(InvalidInput):
+    """The national identity number is malformed (the message never repeats it)."""
+
+    code = "invalid_national_id"
+
+
+class AuthenticationFailed(RegisterError):
+    """Card and PIN do not authenticate. One refusal for an unknown card, a wrong PIN, a patron
+    without a PIN and a lost or replaced card, so a caller cannot probe for cards."""
+
+    code = "authentication_failed"
+
+
+class PinLocked(RegisterError):
+    """Too many wrong PINs in a row: the PIN is locked for a while, on every channel."""
+
+    code = "pin_locked"

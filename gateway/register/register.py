@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, delete, func, select, text, update
+from sqlalchemy import Engine, delete, func, or_, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
@@ -25,13 +26,16 @@ from sqlalchemy.orm.exc import StaleDataError
 from gateway.register import crypto
 from gateway.register.errors import (
     AlreadyExists,
+    AuthenticationFailed,
     CardInUse,
     CardOutsideSeries,
     DuplicatePatron,
     InvalidInput,
+    InvalidNationalIdentityNumber,
     NotAffiliated,
     NotFound,
     PermissionDenied,
+    PinLocked,
     RegisterError,
     RegisterUnavailable,
     SeriesExhausted,
@@ -63,6 +67,7 @@ from gateway.register.models import (
     utcnow,
 )
 from gateway.register.views import (
+    CONTACT_CHANNELS,
     DEFAULT_CLIENT_PERMISSIONS,
     ENCODINGS,
     PERMISSIONS,
@@ -135,7 +140,27 @@ def _text(value: str | None, field: str, limit: int, *, required: bool = False) 
     value = " ".join(value.split())
     if len(value) > limit:
         raise _bad(f"{field.replace('_', ' ')} is longer than {limit} characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise _bad(f"{field.replace('_', ' ')} contains a control character")
     return value
+
+
+def _version(value: str | None, field: str) -> str | None:
+    """A rules or agreement version as a library names it: 1 to 40 characters (None: not given)."""
+    if value is None:
+        return None
+    if not value.strip() or len(value.strip()) > 40:
+        raise _bad(f"{field} must be 1 to 40 characters")
+    return _text(value, field, 40)
+
+
+def _contact_channel(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    channel = value.strip().lower()
+    if channel not in CONTACT_CHANNELS:
+        raise _bad(f"preferred contact must be one of {', '.join(CONTACT_CHANNELS)}")
+    return channel
 
 
 def age_on(birth: date, day: date) -> int:
@@ -192,7 +217,7 @@ class Register:
             self._audit(s, actor, action, outcome, card=card, detail=detail)
 
     def _change(self, s: Session, patron: Patron, kind: str, actor: Actor) -> None:
-        s.add(Change(patron_id=patron.id, card_number=self._current_card(patron) or "", library_isil=actor.library_isil, kind=kind))
+        s.add(Change(patron_id=patron.id, card_number=self._known_card(patron), library_isil=actor.library_isil, kind=kind))
 
     def _library(self, s: Session, isil: str) -> Library:
         isil = _isil(isil)
@@ -217,6 +242,12 @@ class Register:
     @staticmethod
     def _current_card(patron: Patron) -> str | None:
         return next((c.number for c in reversed(patron.cards) if c.status == "active"), None)
+
+    @classmethod
+    def _known_card(cls, patron: Patron) -> str:
+        """The card a library knows the patron by: the active one, else the newest (e.g. reported lost)."""
+        return cls._current_card(patron) or next(
+            (c.number for c in reversed(patron.cards) if c.status != "deleted"), "?")
 
     def _is_affiliated(self, patron: Patron, isil: str | None) -> bool:
         return isil is not None and any(a.library.isil == isil for a in patron.activations)
@@ -281,7 +312,8 @@ class Register:
         try:
             with self._tx() as s:
                 lib = Library(isil=isil, name=name, door_min_age=door_min_age, self_activation=self_activation,
-                              auto_activation=auto_activation, rules_version=rules_version, door_agreement_version="1")
+                              auto_activation=auto_activation, rules_version=_version(rules_version, "rules version"),
+                              door_agreement_version="1")
                 s.add(lib)
                 s.flush()
                 self._audit(s, actor, "library_add", "ok", library=isil)
@@ -293,8 +325,7 @@ class Register:
     def _check_library_settings(door_min_age: int | None, rules_version: str | None) -> None:
         if door_min_age is not None and not 0 <= door_min_age <= 120:
             raise _bad("door minimum age must be between 0 and 120")
-        if rules_version is not None and not (0 < len(rules_version.strip()) <= 40):
-            raise _bad("rules version must be 1 to 40 characters")
+        _version(rules_version, "rules version")
 
     def update_library(self, actor: Actor, isil: str, **settings: Any) -> LibraryView:
         """Change a library's settings: name, door_min_age, self_activation, auto_activation,
@@ -304,12 +335,17 @@ class Register:
         if unknown:
             raise _bad(f"unknown library setting {sorted(unknown)[0]}")
         self._check_library_settings(settings.get("door_min_age"), settings.get("rules_version"))
+        _version(settings.get("door_agreement_version"), "door agreement version")
         with self._tx() as s:
             lib = self._library(s, isil)
             self._require_library_actor(actor, lib.isil)
             for key, value in settings.items():
                 if value is not None:
-                    setattr(lib, key, _text(value, key, 200, required=True) if key == "name" else value)
+                    if key == "name":
+                        value = _text(value, key, 200, required=True)
+                    elif key in ("rules_version", "door_agreement_version"):
+                        value = _version(value, key.replace("_", " "))
+                    setattr(lib, key, value)
             self._audit(s, actor, "library_settings", "ok", library=lib.isil,
                         detail=",".join(sorted(k for k, v in settings.items() if v is not None)))
             return self._library_view(lib)
@@ -431,13 +467,14 @@ class Register:
         try:
             nid = parse_national_id(national_id, allow_synthetic=self.settings.allow_synthetic_ids)
         except InvalidNationalId as exc:
-            raise InvalidInput(f"invalid national identity number: {exc.reason}") from None
+            raise InvalidNationalIdentityNumber(f"invalid national identity number: {exc.reason}") from None
         contact = self._check_contact(email=email, phone=phone, postal_code=postal_code, country=country)
         names = {"surname": _text(surname, "surname", NAME_MAX, required=True),
                  "given_name": _text(given_name, "given_name", NAME_MAX, required=True)}
         others = {k: _text(v, k, _TEXT_FIELDS[k]) for k, v in
                   {"address_line1": address_line1, "address_line2": address_line2, "city": city, "gender": gender}.items()}
         self._check_birth_date(birth_date)
+        preferred_contact = _contact_channel(preferred_contact)
         pin_hash = crypto.hash_secret(_pin(pin), self.settings.pin_hash_cost) if pin is not None else None
         number = _card(card) if card is not None else None
         index = self.keys.lookup_hash(nid.value)
@@ -446,7 +483,7 @@ class Register:
                 lib = self._library(s, isil)
                 existing = s.scalar(select(Patron.id).where(Patron.national_id_index == index))
                 if existing is not None:
-                    raise DuplicatePatron(self._current_card(s.get(Patron, existing)) or "?")
+                    raise DuplicatePatron(self._known_card(s.get(Patron, existing)))
                 if number is None:
                     number = self._allocate_card(s, lib)
                 else:
@@ -471,7 +508,7 @@ class Register:
             with self._tx() as s:
                 existing = s.scalar(select(Patron).where(Patron.national_id_index == index))
                 if existing is not None:
-                    raise DuplicatePatron(self._current_card(existing) or "?") from None
+                    raise DuplicatePatron(self._known_card(existing)) from None
             raise CardInUse(f"card {number} is already in use (card numbers are never reused)") from None
 
     @staticmethod
@@ -508,6 +545,8 @@ class Register:
             raise PermissionDenied("this client may not see national identity numbers")
         with self._tx() as s:
             patron, row = self._patron(s, card)
+            if actor.kind == "patron" and actor.name not in {c.number for c in patron.cards}:
+                raise PermissionDenied("a patron may see only their own data")
             self._audit(s, actor, "patron_lookup", "ok", patron=patron, card=row.number,
                         detail="national id shown" if with_national_id else None)
             return self._patron_view(patron, row, with_national_id=with_national_id)
@@ -521,13 +560,13 @@ class Register:
         try:
             nid = parse_national_id(national_id, allow_synthetic=self.settings.allow_synthetic_ids)
         except InvalidNationalId as exc:
-            raise InvalidInput(f"invalid national identity number: {exc.reason}") from None
+            raise InvalidNationalIdentityNumber(f"invalid national identity number: {exc.reason}") from None
         with self._tx() as s:
             patron = s.scalar(select(Patron).where(Patron.national_id_index == self.keys.lookup_hash(nid.value)))
             if patron is None:
                 self._audit(s, actor, "patron_lookup_national_id", "not_found")
                 raise NotFound("no patron is registered with this national identity number")
-            self._audit(s, actor, "patron_lookup_national_id", "ok", patron=patron, card=self._current_card(patron))
+            self._audit(s, actor, "patron_lookup_national_id", "ok", patron=patron, card=self._known_card(patron))
             return self._patron_view(patron, with_national_id=with_national_id)
 
     def update_patron(self, actor: Actor, card: str, *, expected_version: int | None = None, **changes: Any) -> PatronView:
@@ -564,8 +603,10 @@ class Register:
                     if key == "birth_date":
                         self._check_birth_date(value)
                     setattr(patron, key, value)
-                elif key in ("secret_address", "preferred_contact"):
-                    setattr(patron, key, value)
+                elif key == "preferred_contact":
+                    patron.preferred_contact = _contact_channel(value)
+                elif key == "secret_address":
+                    patron.secret_address = bool(value)
             if s.is_modified(patron):
                 patron.updated_at = utcnow()
             s.flush()
@@ -588,11 +629,19 @@ class Register:
             self._change(s, patron, "pin_changed", actor)
 
     def verify_pin(self, actor: Actor, card: str, pin: str) -> PinCheck:
-        """Check a PIN with lockout shared by every channel. Raises NotFound for an unknown card."""
+        """Check a PIN with lockout shared by every channel. Raises NotFound for an unknown card; a lost
+        or replaced card is always WRONG."""
         with self._tx() as s:
             patron, row = self._patron(s, card)
             patron_id, stored, locked_until = patron.id, patron.pin_hash, patron.pin_locked_until
-        result = self._check_pin(patron_id, stored, locked_until, pin)
+            status = row.status
+        if status != "active":
+            # A lost or replaced number never authenticates again (PRODUCT §2.11); spend the same
+            # time as a real check, and leave the patron's failure count alone.
+            crypto.verify_secret(pin, self._decoy_hash)
+            result = PinCheck.WRONG
+        else:
+            result = self._check_pin(patron_id, stored, locked_until, pin)
         with self._tx() as s:
             self._audit(s, actor, "pin_verify", result.value, card=row.number, patron=s.get(Patron, patron_id))
         return result
@@ -602,15 +651,23 @@ class Register:
         if locked_until is not None and locked_until > now:
             return PinCheck.LOCKED
         if stored is None:
+            crypto.verify_secret(pin, self._decoy_hash)  # as long as a wrong PIN takes
             return PinCheck.NO_PIN
         if crypto.verify_secret(pin, stored):
+            cost = self.settings.pin_hash_cost
+            rehashed = crypto.hash_secret(pin, cost) if crypto.needs_rehash(stored, cost) else None
             with self._tx() as s:
-                s.execute(update(Patron).where(Patron.id == patron_id, Patron.pin_failures != 0)
+                # A lock that another channel set while this PIN was being hashed still stands, so a
+                # burst of parallel guesses cannot slip a right one past the lockout.
+                locked_now = s.scalar(select(Patron.pin_locked_until).where(Patron.id == patron_id))
+                if locked_now is not None and locked_now > utcnow():
+                    return PinCheck.LOCKED
+                s.execute(update(Patron).where(Patron.id == patron_id,
+                                               or_(Patron.pin_failures != 0, Patron.pin_locked_until.is_not(None)))
                           .values(pin_failures=0, pin_locked_until=None).execution_options(synchronize_session=False))
-                if crypto.needs_rehash(stored, self.settings.pin_hash_cost):
-                    s.execute(update(Patron).where(Patron.id == patron_id)
-                              .values(pin_hash=crypto.hash_secret(pin, self.settings.pin_hash_cost))
-                              .execution_options(synchronize_session=False))
+                if rehashed is not None:  # unless the PIN was changed meanwhile
+                    s.execute(update(Patron).where(Patron.id == patron_id, Patron.pin_hash == stored)
+                              .values(pin_hash=rehashed).execution_options(synchronize_session=False))
             return PinCheck.OK
         with self._tx() as s:
             failures = s.scalar(
@@ -634,6 +691,7 @@ class Register:
         """
         isil = _isil(library)
         self._require_library_actor(actor, isil)
+        rules_version = _version(rules_version, "rules version")
         with self._tx() as s:
             lib = self._library(s, isil)
             patron, row = self._patron(s, card, lock=True)
@@ -858,9 +916,15 @@ class Register:
         activated_now = False
         if not activated:
             if lib is not None and lib.auto_activation and valid:
-                with self._tx() as s:
-                    self._activate(s, actor, s.get(Patron, patron_id), s.get(Library, lib.id))
-                activated_now = True
+                try:
+                    with self._tx() as s:
+                        # Lock first, so two simultaneous first uses activate once and both say so right.
+                        if self._postgres:
+                            s.execute(select(Patron.id).where(Patron.id == patron_id).with_for_update())
+                        outcome = self._activate(s, actor, s.get(Patron, patron_id), s.get(Library, lib.id))
+                    activated_now = outcome == "activated"
+                except IntegrityError:
+                    activated_now = False  # activated by someone else at the same moment
             else:
                 return finish(Reason.NOT_ACTIVATED, patron_id, checked=checked, valid=valid, number=number)
         if door:
@@ -876,6 +940,7 @@ class Register:
     def self_activate(self, actor: Actor, card: str, pin: str | None, *, rules_version: str | None = None) -> tuple[Decision, bool]:
         """SIP2 25: the patron activates the card at the terminal's library after accepting the rules
         on screen. Returns (decision after the attempt, whether the library allows self-activation)."""
+        rules_version = _version(rules_version, "rules version")
         first = self.decide(actor, card, pin, pin_required=True)
         if first.reason is not Reason.NOT_ACTIVATED or not first.pin_valid:
             return first, True
@@ -1082,5 +1147,127 @@ class Register:
                 "cards": s.scalar(select(func.count()).select_from(Card)) or 0,
             }
 
+    # ------------------------------------------------------------------ library systems (NCIP, ncip.md A.3)
+    def authenticate_patron(self, actor: Actor, card: str, pin: str, *, with_national_id: bool = False) -> PatronView:
+        """Look a patron up by card + PIN: the patron decision at the actor's library (lockout shared with
+        SIP2; automatic activation applies). Not being activated there, or being blocked, still
+        authenticates. Raises AuthenticationFailed alike for an unknown card, a wrong PIN, a patron
+        without a PIN and a lost card; PinLocked when the PIN is locked."""
+        if actor.kind == "client" and not actor.may("lookup"):
+            raise PermissionDenied("this client may not look patrons up")
+        if with_national_id and not actor.may("see-national-id"):
+            raise PermissionDenied("this client may not see national identity numbers")
+        decision = self.decide(actor, card, pin, pin_required=True)
+        if decision.reason is Reason.REGISTER_UNAVAILABLE:
+            raise RegisterUnavailable("the register database does not answer; try again shortly")
+        if decision.reason is Reason.PIN_LOCKED:
+            raise PinLocked("too many wrong PINs in a row: the PIN is locked for a while")
+        if not decision.pin_valid or decision.patron is None:
+            raise AuthenticationFailed("card number or PIN is invalid")
+        if with_national_id:
+            return self.find_patron(actor, decision.patron.card, with_national_id=True)
+        return decision.patron
+
+    def check_pin(self, actor: Actor, card: str, pin: str) -> None:
+        """Raise AuthenticationFailed (unknown card, wrong PIN, no PIN, lost card: one answer, same
+        time) or PinLocked unless ``pin`` is the card's PIN; lockout shared with every channel."""
+        try:
+            result = self.verify_pin(actor, card, pin)
+        except (NotFound, InvalidInput):
+            crypto.verify_secret(pin, self._decoy_hash)  # the time a wrong PIN takes
+            raise AuthenticationFailed("card number or PIN is invalid") from None
+        if result is PinCheck.LOCKED:
+            raise PinLocked("too many wrong PINs in a row: the PIN is locked for a while")
+        if result is not PinCheck.OK:
+            raise AuthenticationFailed("card number or PIN is invalid")
+
+    def change_patron(
+        self, actor: Actor, card: str, *, pin: str | None = None, new_pin: str | None = None, activate: bool = False,
+        door_agreement: bool = False, revoke_door: bool = False, home_library: str | None = None, **changes: Any,
+    ) -> str:
+        """A library system's change to a patron, as one call (NCIP UpdateUser); returns the card number.
+
+        In this order: ``pin`` (the patron's current PIN, when the patron is present) is checked; the card
+        is activated at the actor's own library and the meråpent agreement recorded or revoked there
+        (allowed at first visit); then personal data (as `update_patron`), the new PIN and the home
+        library change, which need the actor's library to be affiliated with the patron."""
+        if actor.kind == "client" and not actor.may("update"):
+            raise PermissionDenied("this client may not change patrons")
+        if actor.library_isil is None:
+            raise PermissionDenied("only a library may change a patron this way")
+        if not (activate or door_agreement or revoke_door or changes or new_pin is not None or home_library):
+            raise _bad("nothing to change")
+        number = _card(card)
+        if new_pin is not None:
+            _pin(new_pin)
+        if pin is not None:
+            self.check_pin(actor, number, pin)
+        if activate or door_agreement:
+            self.activate(actor, number, actor.library_isil, door_agreement=door_agreement)
+        if revoke_door:
+            self.revoke_door(actor, number, actor.library_isil)
+        if changes:
+            self.update_patron(actor, number, **changes)
+        if new_pin is not None:
+            self.set_pin(actor, number, new_pin)
+        if home_library is not None:
+            self.set_home_library(actor, number, home_library)
+        return number
+
+    # ------------------------------------------------------------------ SIP2 terminals (sip2.md A.1, A.3)
+    def terminal_login(self, login: str, password: str, *, source: str | None, encrypted: bool
+                       ) -> tuple[TerminalView | None, str]:
+        """SIP2 93: the terminal, if login and password match an enabled account that may connect from
+        ``source`` (its allowed networks) over this transport (TLS only); else None and why:
+        ``bad_login``, ``network`` or ``tls_required``. Refusals are audited, never the password."""
+        terminal = self.authenticate_terminal(login, password)
+        outcome = "ok"
+        if terminal is None:
+            outcome = "bad_login"
+        elif terminal.allowed_networks and not self._source_allowed(source, terminal.allowed_networks):
+            outcome = "network"
+        elif terminal.tls_only and not encrypted:
+            outcome = "tls_required"
+        if outcome == "ok":
+            return terminal, outcome
+        self.audit_refusal(Actor("terminal", (login or "?")[:64], terminal.library_isil if terminal else None),
+                           "sip2_login", outcome, detail=f"from {source}" if source else None)
+        return None, outcome
+
+    @staticmethod
+    def _source_allowed(source: str | None, networks: tuple[str, ...]) -> bool:
+        try:
+            address = ipaddress.ip_address((source or "").split("%")[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in ipaddress.ip_network(net, strict=False) for net in networks)
+
+    def block_card(self, actor: Actor, card: str, reason: str | None, *, institution: str | None = None) -> Decision:
+        """SIP2 01 (card retained, or tampering at the terminal): block the card's patron. A request for
+        another library (``institution``) blocks nothing: WRONG_INSTITUTION; an unknown card is
+        UNKNOWN_CARD; otherwise PATRON_BLOCKED with the patron as now. Audited like every decision."""
+        def refused(why: Reason) -> Decision:
+            self.audit_refusal(actor, "patron_block", why.value)
+            return Decision(why, None, False, False, False)
+
+        try:
+            if institution is not None and actor.library_isil is not None:
+                try:
+                    same = normalise_isil(institution) == actor.library_isil
+                except InvalidIdentifier:
+                    same = institution.strip() == actor.library_isil
+                if not same:
+                    return refused(Reason.WRONG_INSTITUTION)
+            cleaned = "".join(ch for ch in (reason or "") if unicodedata.category(ch) not in ("Cc", "Cs"))
+            text_ = " ".join(cleaned.split())[:200] or f"SIP2 01 from terminal {actor.name}"[:200]
+            try:
+                view = self.set_blocked(actor, card, True, text_)
+            except (NotFound, InvalidInput):
+                return refused(Reason.UNKNOWN_CARD)
+            return Decision(Reason.PATRON_BLOCKED, view, False, False, view.card_status in ("lost", "replaced"))
+        except RegisterUnavailable:
+            return Decision(Reason.REGISTER_UNAVAILABLE, None, False, False, False)
 
 __all__ = ["Register", "Settings", "RegisterError", "age_on"]

@@ -12,6 +12,7 @@ DEFAULT_CLIENT_PERMISSIONS = ("lookup", "create", "update")
 PROFILES = ("kiosk", "door", "ils")
 ENCODINGS = ("utf-8", "cp850", "latin-1")
 CHANNELS = ("sip2", "ncip", "operator", "web")
+CONTACT_CHANNELS = ("email", "sms", "phone", "letter")  # a patron's preferred contact channel
 
 
 @dataclass(frozen=True)
