@@ -122,9 +122,13 @@ class Patron(Base):
 
     __mapper_args__ = {"version_id_col": version}
 
-    home_library: Mapped[Library] = relationship()
-    cards: Mapped[list[Card]] = relationship(back_populates="patron", order_by="Card.issued_at")
-    activations: Mapped[list[Activation]] = relationship(back_populates="patron", order_by="Activation.activated_at")
+    # Every use of a patron needs the home library, cards and activations: load them eagerly
+    # (three queries in all) rather than one lazy query per attribute.
+    home_library: Mapped[Library] = relationship(lazy="joined")
+    cards: Mapped[list[Card]] = relationship(back_populates="patron", order_by="Card.issued_at", lazy="selectin")
+    activations: Mapped[list[Activation]] = relationship(
+        back_populates="patron", order_by="Activation.activated_at", lazy="selectin"
+    )
 
 
 class Card(Base):
@@ -140,8 +144,8 @@ class Card(Base):
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    patron: Mapped[Patron] = relationship(back_populates="cards")
-    library: Mapped[Library] = relationship()
+    patron: Mapped[Patron] = relationship(back_populates="cards", lazy="joined")
+    library: Mapped[Library] = relationship(lazy="joined")
 
 
 class Activation(Base):
@@ -161,7 +165,7 @@ class Activation(Base):
     door_revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     patron: Mapped[Patron] = relationship(back_populates="activations")
-    library: Mapped[Library] = relationship()
+    library: Mapped[Library] = relationship(lazy="joined")
 
 
 class SIPTerminal(Base):
