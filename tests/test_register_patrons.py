@@ -594,3 +594,22 @@ def test_a_patron_sees_only_their_own_record(reg):
     with pytest.raises(PermissionDenied):
         reg.find_patron(patron_actor(p.card), other.card)
     assert not [e for e in reg.audit_events(other.card) if e.action == "patron_lookup"]
+
+
+def test_operator_replaces_a_card_after_a_move_to_a_library_without_series(register):
+    setup_libraries(register)
+    register.add_library(OPERATOR, "NO-0030100", "Nasjonalbiblioteket")
+    p = add_patron(register, 71)
+    register.set_home_library(OPERATOR, p.card, "NO-0030100")
+    replaced = register.replace_card(OPERATOR, p.card)
+    # The home library has no series, so the number comes from the series that issued the old card.
+    assert replaced.card != p.card and replaced.card_status == "active"
+    assert register.find_patron(OPERATOR, p.card).card_status == "replaced"
+
+
+def test_a_deleted_patrons_audit_trail_stays_readable(register):
+    setup_libraries(register)
+    p = add_patron(register, 72)
+    register.delete_patron(OPERATOR, p.card)
+    actions = [e.action for e in register.audit_events(p.card)]
+    assert actions[0] == "patron_register" and actions[-1] == "patron_delete"

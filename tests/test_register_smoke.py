@@ -24,3 +24,17 @@ def test_register_and_decide(register):
     register.activate(OPERATOR, p.card, "NO-2030000", door_agreement=True)
     assert register.decide(door, p.card, "1234", door=True).reason is Reason.GRANTED
     assert register.decide(door, p.card, "9999", door=True).reason is Reason.PIN_WRONG
+
+
+def test_schema_head_names_the_newest_migration(database_url):
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from gateway.register.database import MIGRATIONS, SCHEMA_HEAD, make_engine, schema_is_current
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == SCHEMA_HEAD
+    engine = make_engine(database_url)
+    assert schema_is_current(engine)
+    engine.dispose()

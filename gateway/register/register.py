@@ -784,11 +784,27 @@ class Register:
         with self._tx() as s:
             patron, row = self._patron(s, card, lock=True)
             self._require_may_change(actor, patron)
-            lib = s.get(Library, patron.home_library_id) if actor.kind == "operator" else self._library(s, actor.library_isil)
-            if new_card is None:
-                number = self._allocate_card(s, lib)
-            else:
+            if actor.kind != "operator":
+                lib = self._library(s, actor.library_isil)
+                number = self._allocate_card(s, lib) if new_card is None else _card(new_card)
+            elif new_card is not None:
+                # The operator may hand out a number from any library's series: that library issues it.
                 number = _card(new_card)
+                value = card_number_to_int(number)
+                lib = s.scalar(select(Library).join(NumberSeries, NumberSeries.library_id == Library.id).where(
+                    NumberSeries.first_number <= value, NumberSeries.last_number >= value))
+                if lib is None:
+                    raise CardOutsideSeries(f"card {number} is not inside any reserved number series")
+            else:
+                # The home library's series first; else the series of the library that issued the old card.
+                home, issuer = s.get(Library, patron.home_library_id), s.get(Library, row.library_id)
+                try:
+                    lib, number = home, self._allocate_card(s, home)
+                except SeriesExhausted:
+                    if issuer is None or issuer.id == home.id:
+                        raise
+                    lib, number = issuer, self._allocate_card(s, issuer)
+            if new_card is not None:
                 self._check_card_in_series(s, lib, number)
             for old in patron.cards:
                 if old.status == "active":
@@ -1099,10 +1115,11 @@ class Register:
         with self._tx() as s:
             query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
             if card is not None:
-                patron, _ = self._patron(s, card) if s.get(Card, _card(card)) is not None else (None, None)
-                if patron is None:
+                # A deleted patron's trail is kept (and shown): the card row stays forever.
+                row = s.get(Card, _card(card))
+                if row is None:
                     raise NotFound(f"card {_card(card)} is not in the register")
-                query = query.where(AuditEvent.patron_id == patron.id)
+                query = query.where(AuditEvent.patron_id == row.patron_id)
             return [self._audit_view(e) for e in reversed(list(s.scalars(query)))]
 
     def changes(self, since: int = 0, *, limit: int = 1000) -> list[ChangeView]:
