@@ -613,3 +613,13 @@ def test_a_deleted_patrons_audit_trail_stays_readable(register):
     register.delete_patron(OPERATOR, p.card)
     actions = [e.action for e in register.audit_events(p.card)]
     assert actions[0] == "patron_register" and actions[-1] == "patron_delete"
+
+
+def test_a_lookup_by_an_unregistered_national_id_is_audited(register):
+    from gateway.register.errors import NotFound
+
+    setup_libraries(register)
+    with pytest.raises(NotFound):
+        register.find_patron_by_national_id(OPERATOR, nid(17))
+    last = register.audit_events()[-1]
+    assert (last.action, last.outcome) == ("patron_lookup_national_id", "not_found")

@@ -18,9 +18,9 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, delete, func, or_, select, text, update
+from sqlalchemy import Engine, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, object_session, selectinload, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from gateway.register import crypto
@@ -104,7 +104,18 @@ class Settings:
     allow_synthetic_ids: bool = False
     pin_max_failures: int = 5
     pin_lock_minutes: int = 15
-    pin_hash_cost: int = 15
+    pin_hash_cost: int = 14  # keep equal to gateway.config.RegisterConfig
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """A card, its patron and the patron's activation at one library, as the decision needs them."""
+
+    row: Any
+    library: Any  # id, door_min_age, auto_activation of the deciding library (None if unknown)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.row, name)
 
 
 def _bad(message: str) -> InvalidInput:
@@ -203,11 +214,11 @@ class Register:
 
     def _audit(
         self, s: Session, actor: Actor, action: str, outcome: str, *,
-        patron: Patron | None = None, card: str | None = None, library: str | None = None, detail: str | None = None,
+        patron: Patron | int | None = None, card: str | None = None, library: str | None = None, detail: str | None = None,
     ) -> None:
-        s.add(AuditEvent(
-            actor=actor.label[:120], library_isil=library or actor.library_isil, action=action,
-            patron_id=patron.id if patron is not None else None, card_number=card, outcome=outcome,
+        s.execute(insert(AuditEvent).values(
+            at=utcnow(), actor=actor.label[:120], library_isil=library or actor.library_isil, action=action,
+            patron_id=patron.id if isinstance(patron, Patron) else patron, card_number=card, outcome=outcome,
             detail=detail[:300] if detail else None,
         ))
 
@@ -274,31 +285,54 @@ class Register:
                            lib.rules_version, lib.door_agreement_version)
 
     def _patron_view(self, patron: Patron, card: Card | None = None, *, with_national_id: bool = False) -> PatronView:
-        nid_plain = self.keys.decrypt(patron.national_id_ciphertext) if patron.national_id_ciphertext else None
+        session = object_session(patron)
+        assert session is not None
+        return self._load_view(session, patron.id, card.number if card is not None else None, with_national_id=with_national_id)
+
+    def _load_view(self, s: Session, patron_id: int, number: str | None = None, *, with_national_id: bool = False) -> PatronView:
+        """The patron as stored now, read with three plain queries (the hot path of every lookup).
+        ``number`` is the card asked about; by default the patron's active card."""
+        p = s.execute(select(Patron.__table__, Library.isil.label("home_isil"))
+                      .join(Library, Library.id == Patron.home_library_id).where(Patron.id == patron_id)).one()
+        cards = s.execute(select(Card.number, Card.status, Library.isil, Card.issued_at)
+                          .join(Library, Library.id == Card.library_id).where(Card.patron_id == patron_id)
+                          .order_by(Card.issued_at, Card.number)).all()
+        acts = s.execute(select(Activation.__table__, Library.isil.label("isil"), Library.name.label("name"))
+                         .join(Library, Library.id == Activation.library_id).where(Activation.patron_id == patron_id)
+                         .order_by(Activation.activated_at, Activation.id)).all()
+        nid_plain = self.keys.decrypt(p.national_id_ciphertext) if p.national_id_ciphertext else None
         masked = parse_national_id(nid_plain, allow_synthetic=True).masked() if nid_plain else ""
-        current = self._current_card(patron)
-        card = card or next((c for c in patron.cards if c.number == current), patron.cards[-1] if patron.cards else None)
+        current = next((c.number for c in reversed(cards) if c.status == "active"), None)
+        asked = next((c for c in cards if c.number == (number or current)), cards[-1] if cards else None)
         return PatronView(
-            card=card.number if card else "", card_status=card.status if card else "deleted", current_card=current,
-            surname=patron.surname or "", given_name=patron.given_name or "", national_id_masked=masked,
-            birth_date=patron.birth_date, gender=patron.gender,
-            address_line1=patron.address_line1, address_line2=patron.address_line2, postal_code=patron.postal_code,
-            city=patron.city, country=patron.country, temp_address_line1=patron.temp_address_line1,
-            temp_postal_code=patron.temp_postal_code, temp_city=patron.temp_city,
-            temp_address_until=patron.temp_address_until, email=patron.email, phone=patron.phone,
-            preferred_contact=patron.preferred_contact, secret_address=patron.secret_address,
-            home_library_isil=patron.home_library.isil, blocked=patron.blocked, block_reason=patron.block_reason,
-            has_pin=patron.pin_hash is not None, pin_locked_until=patron.pin_locked_until, version=patron.version,
-            created_at=patron.created_at, updated_at=patron.updated_at,
+            card=asked.number if asked else "", card_status=asked.status if asked else "deleted", current_card=current,
+            surname=p.surname or "", given_name=p.given_name or "", national_id_masked=masked,
+            birth_date=p.birth_date, gender=p.gender,
+            address_line1=p.address_line1, address_line2=p.address_line2, postal_code=p.postal_code,
+            city=p.city, country=p.country, temp_address_line1=p.temp_address_line1,
+            temp_postal_code=p.temp_postal_code, temp_city=p.temp_city,
+            temp_address_until=p.temp_address_until, email=p.email, phone=p.phone,
+            preferred_contact=p.preferred_contact, secret_address=p.secret_address,
+            home_library_isil=p.home_isil, blocked=p.blocked, block_reason=p.block_reason,
+            has_pin=p.pin_hash is not None, pin_locked_until=p.pin_locked_until, version=p.version,
+            created_at=p.created_at, updated_at=p.updated_at,
             activations=tuple(
-                ActivationView(a.library.isil, a.library.name, a.activated_at, a.channel, a.rules_version,
-                               a.library_id == patron.home_library_id, a.door_agreement_at,
+                ActivationView(a.isil, a.name, a.activated_at, a.channel, a.rules_version,
+                               a.library_id == p.home_library_id, a.door_agreement_at,
                                a.door_agreement_version, a.door_revoked_at)
-                for a in patron.activations
+                for a in acts
             ),
-            cards=tuple(CardView(c.number, c.status, c.library.isil, c.issued_at) for c in patron.cards),
+            cards=tuple(CardView(c.number, c.status, c.isil, c.issued_at) for c in cards),
             national_id=nid_plain if with_national_id else None,
         )
+
+    def _card_owner(self, s: Session, card: str) -> tuple[str, int]:
+        """(normalised number, patron id) of a card that is in the register; NotFound otherwise."""
+        number = _card(card)
+        row = s.execute(select(Card.patron_id, Card.status).where(Card.number == number)).first()
+        if row is None or row.status == "deleted":
+            raise NotFound(f"card {number} is not in the register")
+        return number, row.patron_id
 
     # ------------------------------------------------------------------ libraries
     def add_library(
@@ -544,12 +578,13 @@ class Register:
         if with_national_id and not actor.may("see-national-id"):
             raise PermissionDenied("this client may not see national identity numbers")
         with self._tx() as s:
-            patron, row = self._patron(s, card)
-            if actor.kind == "patron" and actor.name not in {c.number for c in patron.cards}:
+            number, patron_id = self._card_owner(s, card)
+            view = self._load_view(s, patron_id, number, with_national_id=with_national_id)
+            if actor.kind == "patron" and actor.name not in {c.number for c in view.cards}:
                 raise PermissionDenied("a patron may see only their own data")
-            self._audit(s, actor, "patron_lookup", "ok", patron=patron, card=row.number,
+            self._audit(s, actor, "patron_lookup", "ok", patron=patron_id, card=number,
                         detail="national id shown" if with_national_id else None)
-            return self._patron_view(patron, row, with_national_id=with_national_id)
+            return view
 
     def find_patron_by_national_id(self, actor: Actor, national_id: str, *, with_national_id: bool = False) -> PatronView:
         """Look a patron up by national id; needs the ``lookup-national-id`` permission."""
@@ -562,12 +597,15 @@ class Register:
         except InvalidNationalId as exc:
             raise InvalidNationalIdentityNumber(f"invalid national identity number: {exc.reason}") from None
         with self._tx() as s:
-            patron = s.scalar(select(Patron).where(Patron.national_id_index == self.keys.lookup_hash(nid.value)))
-            if patron is None:
+            patron_id = s.scalar(select(Patron.id).where(Patron.national_id_index == self.keys.lookup_hash(nid.value)))
+            if patron_id is None:
                 self._audit(s, actor, "patron_lookup_national_id", "not_found")
-                raise NotFound("no patron is registered with this national identity number")
-            self._audit(s, actor, "patron_lookup_national_id", "ok", patron=patron, card=self._known_card(patron))
-            return self._patron_view(patron, with_national_id=with_national_id)
+            else:
+                view = self._load_view(s, patron_id, with_national_id=with_national_id)
+                self._audit(s, actor, "patron_lookup_national_id", "ok", patron=patron_id, card=view.card)
+        if patron_id is None:  # raised after the commit, so the failed lookup stays audited
+            raise NotFound("no patron is registered with this national identity number")
+        return view
 
     def update_patron(self, actor: Actor, card: str, *, expected_version: int | None = None, **changes: Any) -> PatronView:
         """Change a patron's personal data. ``expected_version`` (from the view the caller edited)
@@ -647,38 +685,47 @@ class Register:
         return result
 
     def _check_pin(self, patron_id: int, stored: str | None, locked_until: datetime | None, pin: str) -> PinCheck:
-        now = utcnow()
-        if locked_until is not None and locked_until > now:
+        matched = self._pin_matches(stored, locked_until, pin)
+        if not isinstance(matched, bool):
+            return matched
+        with self._tx() as s:
+            return self._record_pin(s, patron_id, stored, matched, pin)
+
+    def _pin_matches(self, stored: str | None, locked_until: datetime | None, pin: str) -> bool | PinCheck:
+        """The slow part of a PIN check, run outside any transaction: whether the PIN matches, or
+        LOCKED / NO_PIN when there is nothing to compare (each taking a wrong PIN's time or none)."""
+        if locked_until is not None and locked_until > utcnow():
             return PinCheck.LOCKED
         if stored is None:
             crypto.verify_secret(pin, self._decoy_hash)  # as long as a wrong PIN takes
             return PinCheck.NO_PIN
-        if crypto.verify_secret(pin, stored):
-            cost = self.settings.pin_hash_cost
-            rehashed = crypto.hash_secret(pin, cost) if crypto.needs_rehash(stored, cost) else None
-            with self._tx() as s:
-                # A lock that another channel set while this PIN was being hashed still stands, so a
-                # burst of parallel guesses cannot slip a right one past the lockout.
-                locked_now = s.scalar(select(Patron.pin_locked_until).where(Patron.id == patron_id))
-                if locked_now is not None and locked_now > utcnow():
-                    return PinCheck.LOCKED
-                s.execute(update(Patron).where(Patron.id == patron_id,
-                                               or_(Patron.pin_failures != 0, Patron.pin_locked_until.is_not(None)))
-                          .values(pin_failures=0, pin_locked_until=None).execution_options(synchronize_session=False))
-                if rehashed is not None:  # unless the PIN was changed meanwhile
-                    s.execute(update(Patron).where(Patron.id == patron_id, Patron.pin_hash == stored)
-                              .values(pin_hash=rehashed).execution_options(synchronize_session=False))
-            return PinCheck.OK
-        with self._tx() as s:
-            failures = s.scalar(
-                update(Patron).where(Patron.id == patron_id).values(pin_failures=Patron.pin_failures + 1)
-                .returning(Patron.pin_failures).execution_options(synchronize_session=False)
-            )
-            if failures is not None and failures >= self.settings.pin_max_failures:
-                s.execute(update(Patron).where(Patron.id == patron_id).values(
-                    pin_failures=0, pin_locked_until=now + timedelta(minutes=self.settings.pin_lock_minutes)
-                ).execution_options(synchronize_session=False))
+        return crypto.verify_secret(pin, stored)
+
+    def _record_pin(self, s: Session, patron_id: int, stored: str | None, matched: bool, pin: str) -> PinCheck:
+        """Count a PIN attempt in the shared lockout, inside the caller's transaction."""
+        if matched:
+            # A lock that another channel set while this PIN was being hashed still stands, so a
+            # burst of parallel guesses cannot slip a right one past the lockout.
+            locked_now = s.scalar(select(Patron.pin_locked_until).where(Patron.id == patron_id))
+            if locked_now is not None and locked_now > utcnow():
                 return PinCheck.LOCKED
+            s.execute(update(Patron).where(Patron.id == patron_id,
+                                           or_(Patron.pin_failures != 0, Patron.pin_locked_until.is_not(None)))
+                      .values(pin_failures=0, pin_locked_until=None).execution_options(synchronize_session=False))
+            cost = self.settings.pin_hash_cost
+            if stored is not None and crypto.needs_rehash(stored, cost):  # unless the PIN was changed meanwhile
+                s.execute(update(Patron).where(Patron.id == patron_id, Patron.pin_hash == stored)
+                          .values(pin_hash=crypto.hash_secret(pin, cost)).execution_options(synchronize_session=False))
+            return PinCheck.OK
+        failures = s.scalar(
+            update(Patron).where(Patron.id == patron_id).values(pin_failures=Patron.pin_failures + 1)
+            .returning(Patron.pin_failures).execution_options(synchronize_session=False)
+        )
+        if failures is not None and failures >= self.settings.pin_max_failures:
+            s.execute(update(Patron).where(Patron.id == patron_id).values(
+                pin_failures=0, pin_locked_until=utcnow() + timedelta(minutes=self.settings.pin_lock_minutes)
+            ).execution_options(synchronize_session=False))
+            return PinCheck.LOCKED
         return PinCheck.WRONG
 
     # ------------------------------------------------------------------ activation and doors
@@ -876,82 +923,95 @@ class Register:
 
     def _decide(self, actor: Actor, card: str, pin: str | None, door: bool, pin_required: bool,
                 institution: str | None, now: datetime) -> Decision:
+        """At most two short transactions: read the facts; then (after the slow PIN hash, outside any
+        transaction) count the PIN attempt, conclude, audit and read the view back."""
         action = "door" if door else "patron_check"
 
-        def finish(reason: Reason, patron_id: int | None = None, *, checked: bool = False, valid: bool = False,
-                   lost: bool = False, activated: bool = False, number: str | None = None) -> Decision:
+        def refuse_early(reason: Reason, number: str | None = None) -> Decision:
             with self._tx() as s:
-                patron = s.get(Patron, patron_id) if patron_id is not None else None
-                self._audit(s, actor, action, reason.value, patron=patron, card=number)
-                view = self._patron_view(patron, s.get(Card, number)) if patron is not None else None
-            return Decision(reason, view, checked, valid, lost, activated)
+                self._audit(s, actor, action, reason.value, card=number)
+            return Decision(reason, None, False, False, False)
 
         try:
             number = normalise_card_number(card)
         except InvalidIdentifier:
-            return finish(Reason.UNKNOWN_CARD)
+            return refuse_early(Reason.UNKNOWN_CARD)
         if institution is not None and actor.library_isil is not None:
             try:
                 same = normalise_isil(institution) == actor.library_isil
             except InvalidIdentifier:
                 same = institution.strip() == actor.library_isil
             if not same:
-                return finish(Reason.WRONG_INSTITUTION, number=number)
+                return refuse_early(Reason.WRONG_INSTITUTION, number)
         with self._tx() as s:
-            row = s.get(Card, number)
-            if row is None or row.status == "deleted":
-                facts = None
-            else:
-                p = row.patron
-                lib = s.scalar(select(Library).where(Library.isil == actor.library_isil))
-                act = next((a for a in p.activations if lib is not None and a.library_id == lib.id), None)
-                facts = (p.id, row.status, p.pin_hash, p.pin_locked_until, p.blocked, p.birth_date, lib, act is not None,
-                         act.door_agreement_at if act else None, act.door_revoked_at if act else None)
+            facts = self._decision_facts(s, number, actor.library_isil)
+            if facts is not None and not (pin and facts.status == "active"):
+                return self._conclude(s, actor, action, facts, None, pin, door, pin_required, now)
         if facts is None:
             if pin:
                 crypto.verify_secret(pin, self._decoy_hash)  # same time as a wrong PIN
-            return finish(Reason.UNKNOWN_CARD, number=number)
-        patron_id, status, pin_hash, locked_until, blocked, birth, lib, activated, agreed, revoked = facts
-        if status == "lost":
-            return finish(Reason.CARD_LOST, patron_id, lost=True, number=number)
-        if status == "replaced":
-            return finish(Reason.CARD_REPLACED, patron_id, lost=True, number=number)
-        checked = valid = False
-        if pin:
-            checked = True
-            result = self._check_pin(patron_id, pin_hash, locked_until, pin)
-            if result is PinCheck.LOCKED:
-                return finish(Reason.PIN_LOCKED, patron_id, checked=True, number=number)
-            if result is not PinCheck.OK:
-                return finish(Reason.PIN_WRONG, patron_id, checked=True, number=number)
-            valid = True
-        elif door or pin_required:
-            return finish(Reason.PIN_MISSING, patron_id, number=number)
-        if blocked:
-            return finish(Reason.PATRON_BLOCKED, patron_id, checked=checked, valid=valid, number=number)
+            return refuse_early(Reason.UNKNOWN_CARD, number)
+        matched = self._pin_matches(facts.pin_hash, facts.pin_locked_until, pin or "")
+        with self._tx() as s:
+            result = matched if isinstance(matched, PinCheck) else self._record_pin(s, facts.patron_id, facts.pin_hash, matched, pin or "")
+            return self._conclude(s, actor, action, facts, result, pin, door, pin_required, now)
+
+    def _decision_facts(self, s: Session, number: str, isil: str | None) -> Any:
+        """What the decision needs about a card at a library, in two small queries (None: unknown card)."""
+        lib_id = select(Library.id).where(Library.isil == isil).scalar_subquery()
+        row = s.execute(
+            select(Card.number, Card.status, Card.patron_id, Patron.pin_hash, Patron.pin_locked_until, Patron.blocked,
+                   Patron.birth_date, Activation.id.label("activation_id"), Activation.door_agreement_at,
+                   Activation.door_revoked_at)
+            .join(Patron, Patron.id == Card.patron_id)
+            .outerjoin(Activation, (Activation.patron_id == Patron.id) & (Activation.library_id == lib_id))
+            .where(Card.number == number)
+        ).first()
+        if row is None or row.status == "deleted":
+            return None
+        library = s.execute(select(Library.id, Library.door_min_age, Library.auto_activation)
+                            .where(Library.isil == isil)).first()
+        return _Facts(row, library)
+
+    def _conclude(self, s: Session, actor: Actor, action: str, facts: _Facts, pin_result: PinCheck | None,
+                  pin: str | None, door: bool, pin_required: bool, now: datetime) -> Decision:
+        """The rest of the decision, its audit event and the view, in the caller's transaction."""
+        checked = pin_result is not None
+        valid = pin_result is PinCheck.OK
         activated_now = False
-        if not activated:
-            if lib is not None and lib.auto_activation and valid:
+        if facts.status in ("lost", "replaced"):
+            reason = Reason.CARD_LOST if facts.status == "lost" else Reason.CARD_REPLACED
+        elif pin_result is PinCheck.LOCKED:
+            reason = Reason.PIN_LOCKED
+        elif checked and not valid:
+            reason = Reason.PIN_WRONG
+        elif not checked and (door or pin_required):
+            reason = Reason.PIN_MISSING
+        elif facts.blocked:
+            reason = Reason.PATRON_BLOCKED
+        elif facts.activation_id is None and not (facts.library is not None and facts.library.auto_activation and valid):
+            reason = Reason.NOT_ACTIVATED
+        elif door and facts.door_agreement_at is None:
+            reason = Reason.DOOR_NO_AGREEMENT
+        elif door and facts.door_revoked_at is not None:
+            reason = Reason.DOOR_REVOKED
+        elif door and facts.library.door_min_age > 0 and (
+                facts.birth_date is None or age_on(facts.birth_date, now.astimezone(OSLO).date()) < facts.library.door_min_age):
+            reason = Reason.DOOR_UNDERAGE
+        else:
+            reason = Reason.GRANTED
+            if facts.activation_id is None:  # first authenticated use at an auto-activation library
+                if self._postgres:  # lock first, so two simultaneous first uses activate once and both say so right
+                    s.execute(select(Patron.id).where(Patron.id == facts.patron_id).with_for_update())
                 try:
-                    with self._tx() as s:
-                        # Lock first, so two simultaneous first uses activate once and both say so right.
-                        if self._postgres:
-                            s.execute(select(Patron.id).where(Patron.id == patron_id).with_for_update())
-                        outcome = self._activate(s, actor, s.get(Patron, patron_id), s.get(Library, lib.id))
+                    with s.begin_nested():
+                        outcome = self._activate(s, actor, s.get(Patron, facts.patron_id), s.get(Library, facts.library.id))
                     activated_now = outcome == "activated"
                 except IntegrityError:
                     activated_now = False  # activated by someone else at the same moment
-            else:
-                return finish(Reason.NOT_ACTIVATED, patron_id, checked=checked, valid=valid, number=number)
-        if door:
-            if agreed is None:
-                return finish(Reason.DOOR_NO_AGREEMENT, patron_id, checked=checked, valid=valid, number=number)
-            if revoked is not None:
-                return finish(Reason.DOOR_REVOKED, patron_id, checked=checked, valid=valid, number=number)
-            today = now.astimezone(OSLO).date()
-            if lib.door_min_age > 0 and (birth is None or age_on(birth, today) < lib.door_min_age):
-                return finish(Reason.DOOR_UNDERAGE, patron_id, checked=checked, valid=valid, number=number)
-        return finish(Reason.GRANTED, patron_id, checked=checked, valid=valid, activated=activated_now, number=number)
+        self._audit(s, actor, action, reason.value, patron=facts.patron_id, card=facts.number)
+        view = self._load_view(s, facts.patron_id, facts.number)
+        return Decision(reason, view, checked, valid, facts.status in ("lost", "replaced"), activated_now)
 
     def self_activate(self, actor: Actor, card: str, pin: str | None, *, rules_version: str | None = None) -> tuple[Decision, bool]:
         """SIP2 25: the patron activates the card at the terminal's library after accepting the rules
