@@ -195,7 +195,7 @@ class KeyRing:
 
 # -- slow secret hashes (PINs, terminal passwords) ---------------------------------------------
 
-def hash_secret(secret: str, cost: int = 15) -> str:
+def hash_secret(secret: str, cost: int = 14) -> str:
     """Hash a PIN or password with scrypt; the result carries its parameters: ``scrypt$ln,r,p$salt$hash``."""
     salt = os.urandom(16)
     digest = Scrypt(salt=salt, length=32, n=1 << cost, r=8, p=1).derive(secret.encode("utf-8"))

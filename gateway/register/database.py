@@ -38,7 +38,8 @@ def make_engine(url: str, *, pool_size: int = 5, connect_timeout: int = 5) -> En
         def _sqlite_begin(conn):  # noqa: ANN001
             # IMMEDIATE takes the write lock at the start, so two writers never deadlock on an
             # upgrade from a read lock; readers are not blocked (WAL).
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Read-only work (``read_only=True`` connections) begins deferred and never waits.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):

@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, delete, func, insert, or_, select, text, update
+from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, object_session, selectinload, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
@@ -205,12 +205,22 @@ class Register:
                 raise RegisterUnavailable("the register database does not answer; try again shortly") from exc
             raise
 
-    def ping(self) -> None:
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection for read-only work: no write lock on SQLite; trouble becomes RegisterUnavailable."""
         try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except (OperationalError, DBAPIError) as exc:
-            raise RegisterUnavailable("the register database does not answer") from exc
+            with self.engine.connect().execution_options(read_only=True) as conn:
+                yield conn
+        except OperationalError as exc:
+            raise RegisterUnavailable("the register database does not answer; try again shortly") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise RegisterUnavailable("the register database does not answer; try again shortly") from exc
+            raise
+
+    def ping(self) -> None:
+        with self._read() as conn:
+            conn.execute(text("SELECT 1"))
 
     def _audit(
         self, s: Session, actor: Actor, action: str, outcome: str, *,
@@ -1158,9 +1168,17 @@ class Register:
             return [self._client_view(c) for c in s.scalars(select(APIClient).order_by(APIClient.name))]
 
     def authenticate_client(self, token: str) -> ClientView | None:
-        with self._tx() as s:
-            c = s.scalar(select(APIClient).where(APIClient.token_hash == crypto.token_hash(token)))
-            return self._client_view(c) if c is not None and c.enabled else None
+        """The enabled client holding this token, or None. Asked on every NCIP request: one plain
+        query, no transaction of its own (a read needs none)."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(APIClient.name, APIClient.permissions, APIClient.enabled, Library.isil)
+                .join(Library, Library.id == APIClient.library_id)
+                .where(APIClient.token_hash == crypto.token_hash(token))
+            ).first()
+        if row is None or not row.enabled:
+            return None
+        return ClientView(row.name, row.isil, tuple(p for p in row.permissions.split(",") if p), True)
 
     # ------------------------------------------------------------------ audit, changes, keys
     @staticmethod
