@@ -15,6 +15,7 @@ Lenient on input, strict on output:
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -33,10 +34,14 @@ TERMINATORS = (b"\r", b"\r\n")
 _LEADING_JUNK = re.compile(rb"[^0-9A-Za-z]*")
 _BLANK_OR_CONTROL = frozenset(range(0x21)) | {0x7F}
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
-_TRAILER = re.compile(rb"(?:AY([0-9]))?AZ([0-9A-Fa-f]{4})\Z")
+# 1-3 digits too: the PyPI `sip2` client and invenio-sip2 do not zero-pad (B.7)
+_TRAILER = re.compile(rb"(?:AY([0-9]))?AZ([0-9A-Fa-f]{1,4})\Z")
 _UNSAFE = re.compile(r"[|\x00-\x1f\x7f]")  # never inside a value on the wire
 _SECRET_FIELD = re.compile(rb"(\A|\|)(%s)[^|\r\n]*" % b"|".join(
     fid.encode() for fid, f in FIELDS.items() if f.secret))
+
+
+_FIXED = {code: tuple((ff.name, ff.width) for ff in lay.fixed) for code, lay in LAYOUTS.items()}
 
 
 def checksum(data: bytes) -> str:
@@ -48,6 +53,7 @@ def checksum(data: bytes) -> str:
 _checksum = checksum  # ``encode`` has a parameter of that name
 
 
+@functools.lru_cache(maxsize=64)
 def _encoding(encoding: str) -> str:
     name = codec_name(encoding)
     if name is None:
@@ -90,33 +96,35 @@ def parse(frame: bytes, encoding: str | None = None, *, verify: bool = True) -> 
     # value whose ``|`` we just trimmed.
     sequence = received = basis = None
     body_end = len(data)
-    m = _TRAILER.search(data, var_at)
+    m = _TRAILER.search(data, max(var_at, len(data) - 9))  # the trailer is at most 9 bytes
     if m and (m.start() == var_at or data[m.start() - 1] == ord("|")
               or (m.group(1) and not piped)):
         body_end = m.start()
         sequence = int(m.group(1)) if m.group(1) else None
         received = m.group(2).decode().upper()
         if verify:
-            basis = _verify(data[: m.end() - 4], int(received, 16), enc)
+            basis = _verify(data[: m.start(2)], int(received, 16), enc)
             if basis is None:
                 raise ChecksumError(command=code, sequence=sequence)
 
     if _CONTROL.search(data):
         raise SIP2Error("control_character", command=code)
     fixed, pos = {}, 2
-    for ff in lay.fixed:
-        raw = data[pos:pos + ff.width]
-        pos += ff.width
+    for name, width in _FIXED[code]:
+        raw = data[pos:pos + width]
+        pos += width
         if b"|" in raw or not raw.isascii():
-            raise SIP2Error("bad_fixed_field", command=code, field=ff.name)
-        fixed[ff.name] = raw.decode("ascii")
+            raise SIP2Error("bad_fixed_field", command=code, field=name)
+        fixed[name] = raw.decode("ascii")
 
     text, used = decode(data[var_at:body_end], enc)
     fields: list[tuple[str, str]] = []
     seen: dict[str, str] = {}
     for segment in text.split("|"):
-        fid, value = segment[:2], unicodedata.normalize("NFC", segment[2:])
-        if not FIELD_ID.fullmatch(fid) or fid in TRAILER_IDS:
+        fid, value = segment[:2], segment[2:]
+        if not value.isascii():
+            value = unicodedata.normalize("NFC", value)
+        if fid not in FIELDS and (not FIELD_ID.fullmatch(fid) or fid in TRAILER_IDS):
             continue  # empty segment (``|||``) or junk: ignored
         known = FIELDS.get(fid)
         if known and not known.repeatable and seen.setdefault(fid, value) != value:
@@ -172,7 +180,7 @@ def encode(message: Message, encoding: str = "utf-8", *, sequence: int | None = 
 
     by_id: dict[str, list[str]] = {}
     for fid, value in message.fields:
-        if not (isinstance(fid, str) and FIELD_ID.fullmatch(fid)) or fid in TRAILER_IDS:
+        if fid not in FIELDS and (not (isinstance(fid, str) and FIELD_ID.fullmatch(fid)) or fid in TRAILER_IDS):
             raise SIP2Error("bad_field_id", command=code)
         by_id.setdefault(fid, []).append(value)
     missing = lay.required - by_id.keys()
@@ -201,7 +209,7 @@ def encode(message: Message, encoding: str = "utf-8", *, sequence: int | None = 
 def _encode_value(code: str, fid: str, value: str, enc: str) -> bytes:
     if not isinstance(value, str):
         raise SIP2Error("bad_value", "not a string", command=code, field=fid)
-    text = unicodedata.normalize("NFC", value)
+    text = value if value.isascii() else unicodedata.normalize("NFC", value)
     if field(fid).display:
         text = _UNSAFE.sub(" ", transliterate(text, enc))
         return truncate(text, enc, MAX_FIELD_BYTES)

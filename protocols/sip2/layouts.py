@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 # --------------------------------------------------------------------------- fixed-field kinds
 
@@ -199,14 +200,14 @@ class Layout:
     fields: tuple[str, ...]  # variable field ids, in emitting order
     required: frozenset[str]
 
-    @property
+    @cached_property  # (computed once: the codec asks on every message)
     def var_offset(self) -> int:
         """Byte offset of the first variable field (the ``var@`` column of B.4)."""
         return 2 + sum(f.width for f in self.fixed)
 
-    @property
-    def fixed_names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.fixed)
+    @cached_property
+    def fixed_names(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.fixed)
 
 
 def _parse_layout(line: str) -> Layout:
