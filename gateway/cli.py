@@ -10,17 +10,33 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from gateway.config import Config, ConfigError, load_config
-from gateway.register import Register, Settings, open_register
-from gateway.register.crypto import KeysError
-from gateway.register.errors import RegisterError, RegisterUnavailable
-from gateway.register.identifiers import normalise_isil
-from gateway.register.views import OPERATOR, PERMISSIONS, PatronView, jsonable
+
+if TYPE_CHECKING:
+    from gateway.register import Register
+    from gateway.register.views import PatronView
+
+# The register package pulls in SQLAlchemy and Alembic (half a second), so `--help`, usage errors
+# and config errors answer without it: _load_register() imports these names when a command runs.
+OPERATOR: Any = None
+jsonable: Callable[[Any], Any]
+normalise_isil: Callable[[str], str]
+# gateway.register.views.PERMISSIONS, spelled out for --help (a test keeps the two equal).
+PERMISSIONS_HELP = "lookup, lookup-national-id, create, update, delete, see-national-id"
+
+
+def _load_register() -> None:
+    from gateway.register.identifiers import normalise_isil as isil
+    from gateway.register.views import OPERATOR as operator
+    from gateway.register.views import jsonable as to_json
+
+    globals().update(OPERATOR=operator, jsonable=to_json, normalise_isil=isil)
 
 
 class UsageError(Exception):
@@ -31,9 +47,35 @@ class Failure(Exception):
     """Anything else that stops a command: exit status 1."""
 
 
+_SECRET_WORDS = ("pin", "password", "passwd", "token", "secret")
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviations: `--password secret` must not be taken for `--password-stdin` + a stray word.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        """Like argparse's, but an unexpected argument is never echoed: it may be a secret typed
+        on the command line (``--pin 1234``). Only unknown option names are shown."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            names = [a.split("=", 1)[0] for a in extras if a.startswith("-") and len(a) > 1]
+            others = sum(1 for a in extras if not (a.startswith("-") and len(a) > 1))
+            what = []
+            if names:
+                what.append(f"unknown option{'s' if len(names) > 1 else ''} {', '.join(names)}")
+            if others:
+                what.append(f"{others} unexpected argument{'s' if others > 1 else ''} (not shown)")
+            hint = ""
+            if any(word in name.lower() for name in names for word in _SECRET_WORDS):
+                hint = "; secrets are read from standard input (--pin-stdin, --password-stdin), never from arguments"
+            raise UsageError(f"{' and '.join(what)}{hint} (see `{self.prog} --help`)")
+        return parsed
 
 
 def _iso_date(text: str) -> date:
@@ -57,7 +99,7 @@ def _read_secret(from_stdin: bool, what: str, *, required: bool) -> str | None:
         line = sys.stdin.readline()
         if not line:
             raise UsageError(f"expected the {what} on standard input, got nothing")
-        return line[:-1] if line.endswith("\n") else line
+        return line.removesuffix("\n").removesuffix("\r")
     if sys.stdin.isatty():
         first = getpass.getpass(f"{what[0].upper()}{what[1:]}: ")
         if not first and not required:
@@ -120,7 +162,8 @@ def cmd_init(args: argparse.Namespace, config: Config) -> None:
     from gateway.register.database import make_engine, upgrade
 
     _, created = KeyRing.load_or_create(config.keys_path)
-    print(f"keys: {'created' if created else 'kept'} {config.keys_path}")
+    if not args.json:
+        print(f"keys: {'created' if created else 'kept'} {config.keys_path}")
     engine = make_engine(config.database_url, connect_timeout=config.database.connect_timeout)
     try:
         before, after = upgrade(engine)
@@ -128,11 +171,15 @@ def cmd_init(args: argparse.Namespace, config: Config) -> None:
         from sqlalchemy.exc import OperationalError
 
         if isinstance(exc, OperationalError):
-            raise Failure("the database does not answer; check database.url and that the server runs") from None
+            raise Failure(_database_down(exc)) from None
         raise
     finally:
         engine.dispose()
-    print(f"schema: {'created at' if before is None else ('upgraded ' + before + ' ->' if before != after else 'current at')} {after}")
+    if args.json:
+        print(json.dumps({"keys_file": str(config.keys_path), "keys": "created" if created else "kept",
+                          "schema_before": before, "schema": after}, indent=2))
+    else:
+        print(f"schema: {'created at' if before is None else ('upgraded ' + before + ' ->' if before != after else 'current at')} {after}")
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> None:
@@ -144,8 +191,12 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> None:
 def cmd_demo(args: argparse.Namespace, register: Register) -> None:
     from gateway.demo import load_demo
 
-    for line in load_demo(register):
-        print(line)
+    if args.json:
+        print(json.dumps([{"item": item, "status": status} for item, status in load_demo(register)],
+                         ensure_ascii=False, indent=2))
+        return
+    for item, status in load_demo(register):
+        print(f"{item}: {status}", flush=True)
 
 
 def cmd_library_add(args: argparse.Namespace, register: Register) -> None:
@@ -386,9 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="print JSON")
         return p
 
-    add(commands, "init", cmd_init, "create or upgrade the schema; create the keys file", register=False)
+    add(commands, "init", cmd_init, "create or upgrade the schema; create the keys file", register=False, json_=True)
     add(commands, "serve", cmd_serve, "run the daemon in the foreground", register=False)
-    add(commands, "demo", cmd_demo, "load the demo data set (idempotent; synthetic national ids)")
+    add(commands, "demo", cmd_demo, "load the demo data set (idempotent; synthetic national ids)", json_=True)
 
     library = commands.add_parser("library", help="libraries").add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser, required=True)
     p = add(library, "add", cmd_library_add, "add a library", json_=True)
@@ -441,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(client, "add", cmd_client_add, "add an API client; prints its token on the last line", json_=True)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--library", required=True, metavar="ISIL")
-    p.add_argument("--permissions", metavar="P,P,…", help=f"of {', '.join(PERMISSIONS)} (default lookup,create,update)")
+    p.add_argument("--permissions", metavar="P,P,…", help=f"of {PERMISSIONS_HELP} (default lookup,create,update)")
     add(client, "list", cmd_client_list, "list API clients", json_=True)
     for name in ("disable", "enable"):
         add(client, name, cmd_client_toggle, f"{name} a client", json_=True).add_argument("name", metavar="NAME")
@@ -516,8 +567,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _database_down(exc: BaseException) -> str:
+    """One line for a database that cannot be used, with the driver's reason (never SQL or parameters)."""
+    cause = getattr(exc, "orig", None) or exc
+    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else cause.__class__.__name__
+    return f"the database does not answer ({reason[:200]}); check database.url and that the server runs"
+
+
 def open_configured_register(config: Config) -> Register:
     """The register the config names, checked to answer and to have the current schema."""
+    from gateway.register import Settings, open_register
     from gateway.register.database import schema_is_current
 
     register = open_register(
@@ -528,8 +587,8 @@ def open_configured_register(config: Config) -> Register:
         pool_size=config.database.pool_size, connect_timeout=config.database.connect_timeout)
     try:
         current = schema_is_current(register.engine)
-    except Exception:  # noqa: BLE001
-        raise Failure("the database does not answer; check database.url and that the server runs") from None
+    except Exception as exc:  # noqa: BLE001
+        raise Failure(_database_down(exc)) from None
     if not current:
         raise Failure("the register's schema is missing or old; run `nlr init` first")
     return register
@@ -540,6 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         config = load_config(args.config)
         if args.needs_register:
+            _load_register()
             register = open_configured_register(config)
             try:
                 args.func(args, register)
@@ -551,13 +611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except RegisterUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except RegisterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (KeysError, Failure) as exc:
+    except Failure as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -565,6 +619,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 1
+    except Exception as exc:  # noqa: BLE001 - the contract: one line, never a traceback
+        status, message = _classify(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return status
+
+
+def _classify(exc: Exception) -> tuple[int, str]:
+    """Exit status and message for an error raised while a command ran (the register is loaded)."""
+    from gateway.register.crypto import KeysError
+    from gateway.register.errors import RegisterError, RegisterUnavailable
+
+    if isinstance(exc, RegisterUnavailable):
+        return 1, str(exc)
+    if isinstance(exc, RegisterError):
+        return 2, str(exc)
+    if isinstance(exc, KeysError):
+        return 1, str(exc)
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if exc.filename else ""
+        return 1, f"cannot use{where}: {exc.strerror or exc.__class__.__name__}; check the paths in the config"
+    if os.environ.get("NLR_DEBUG"):
+        raise exc
+    return 1, f"unexpected {_one_line(exc)}; run again with NLR_DEBUG=1 for details"
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's class and the first line of its message (SQL and parameters are left out)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{exc.__class__.__name__}: {first[:200]}" if first else exc.__class__.__name__
 
 
 if __name__ == "__main__":

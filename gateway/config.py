@@ -33,8 +33,10 @@ class RegisterConfig:
     allow_synthetic_ids: bool = False
     pin_max_failures: int = 5
     pin_lock_minutes: int = 15
-    # scrypt cost as log2(N); 15 means N = 32768 (about 30 ms per hash on one core).
-    pin_hash_cost: int = 15
+    # scrypt cost as log2(N), r = 8: 14 means N = 16384, 16 MiB and about 45 ms per hash on one
+    # core here. A 4-digit PIN falls to an offline search at any cost, so the lockout protects it;
+    # the hash only has to make a stolen table expensive, and must leave room for door traffic.
+    pin_hash_cost: int = 14
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class ListenConfig:
 @dataclass(frozen=True)
 class SIP2Config:
     listen: list[str] = field(default_factory=lambda: ["tcp:6001:interface=127.0.0.1"])
+    # Plain-text (tcp:) listeners must bind to loopback unless the operator says otherwise here,
+    # e.g. for a listener bound to a VPN interface (PRODUCT §2.12).
+    allow_plaintext: bool = False
     max_message_bytes: int = 8192
     login_timeout_seconds: int = 30
     idle_timeout_seconds: int = 1200
@@ -54,6 +59,7 @@ class SIP2Config:
 class HTTPConfig:
     listen: list[str] = field(default_factory=lambda: ["tcp:8080:interface=127.0.0.1"])
     max_body_bytes: int = 262144
+    allow_plaintext: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,8 @@ class Config:
     http: HTTPConfig = field(default_factory=HTTPConfig)
     # Folder that relative paths (keys_file, sqlite files) are resolved against.
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
+    # Where the settings came from (the file's path, or "built-in defaults"), for error messages.
+    source: str = field(default="built-in defaults", compare=False)
 
     @property
     def keys_path(self) -> Path:
@@ -82,13 +90,40 @@ class Config:
         return url
 
 
-_SECTIONS_NOT_FROM_FILE = {"base_dir"}
+_SECTIONS_NOT_FROM_FILE = {"base_dir", "source"}
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, line: int) -> None:
+        super().__init__(key)
+        self.key, self.line = key, line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden by design
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key; the base class reports it
+                break
+            if duplicate:
+                raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is list:
-        return f"a list of {_type_name(get_args(tp)[0])}s"
+        inner = get_args(tp)[0]
+        plural = {int: "whole numbers", bool: "true/false values", str: "strings"}.get(inner, f"{_type_name(inner)} values")
+        return f'a list of {plural}, e.g. ["…", "…"]'
     return {int: "a whole number", bool: "true or false", str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
@@ -151,6 +186,12 @@ def _check_ranges(config: Config, source: str) -> None:
         )
     if not config.register.agency_id.strip():
         raise ConfigError(f"{source}: key 'register.agency_id' must not be empty")
+    if not config.keys_file.strip():
+        raise ConfigError(f"{source}: key 'keys_file' must not be empty (e.g. var/keys.yaml)")
+    for section in ("sip2", "http"):
+        for i, description in enumerate(getattr(config, section).listen):
+            if not description.strip():
+                raise ConfigError(f"{source}: key '{section}.listen[{i}]' must not be empty (e.g. tcp:8080:interface=127.0.0.1)")
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -171,15 +212,23 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{source}: config file not found (give an existing file with --config or NLR_CONFIG)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: config file cannot be read ({exc.__class__.__name__})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: config file is not UTF-8 text; save it as UTF-8") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{source}: is a folder, not a config file; give the YAML file itself") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: config file cannot be read ({exc.strerror or exc.__class__.__name__})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{source}: key '{exc.key}' is given twice (line {exc.line}); keep one") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{source}: not valid YAML{at}") from None
+        problem = getattr(exc, "problem", None)
+        raise ConfigError(f"{source}: not valid YAML{at}{': ' + problem if problem else ''}") from None
     config = _build(Config, raw, "", source)
-    config = Config(**{**{f.name: getattr(config, f.name) for f in fields(Config)}, "base_dir": file.resolve().parent})
+    config = Config(**{**{f.name: getattr(config, f.name) for f in fields(Config)},
+                       "base_dir": file.resolve().parent, "source": source})
     _check_ranges(config, source)
     return config

@@ -10,8 +10,11 @@ import dataclasses
 from collections.abc import Iterator
 from datetime import date
 
+from sqlalchemy import select
+
 from gateway.register import Register
-from gateway.register.errors import AlreadyExists, NotFound
+from gateway.register.errors import AlreadyExists
+from gateway.register.models import Card
 from gateway.register.views import OPERATOR
 
 DEMO_PIN = "1234"
@@ -48,6 +51,7 @@ PATRONS = [
      {"address_line1": "Storgata 1", "postal_code": "0155", "city": "Oslo", "email": "kari@example.org", "phone": "22334455"}),
     ("N000200001", "NO-2120100", "Hansen", "Ola", date(1990, 11, 2), 20,
      {"address_line1": "Strandkaien 3", "postal_code": "5013", "city": "Bergen"}),
+    # Born ten years before the demo is loaded (see _birth), so she is always under Oslo's door age.
     ("N000100002", "NO-2030000", "Berg", "Emma", date(2014, 6, 1), 530,
      {"address_line1": "Storgata 1", "postal_code": "0155", "city": "Oslo"}),
     ("N000300001", "NO-2160100", "Blokk", "Per", date(1972, 8, 23), 40,
@@ -59,30 +63,41 @@ PATRONS = [
 ]
 
 
-def load_demo(register: Register) -> Iterator[str]:
-    """Load the demo data; yields one line per thing added or already there."""
+def _birth(card: str, birth: date) -> date:
+    """The demo child stays a child: born on 1 June ten years before today."""
+    if card == "N000100002":
+        return date(date.today().year - 10, 6, 1)
+    return birth
+
+
+def load_demo(register: Register) -> Iterator[tuple[str, str]]:
+    """Load the demo data; yields (thing, what happened) for each thing added or already there.
+
+    Running it again changes nothing: what is there is found without audited lookups, and a demo
+    card number that is taken (even by a deleted patron) is left alone.
+    """
     # The demo registers synthetic numbers whatever the config says: they cannot be real people.
     demo = Register(register.engine, register.keys, dataclasses.replace(register.settings, allow_synthetic_ids=True))
     for isil, name, settings in LIBRARIES:
         try:
             demo.add_library(OPERATOR, isil, name, **settings)
-            yield f"library {isil} {name}: added"
+            yield f"library {isil} {name}", "added"
         except AlreadyExists:
-            yield f"library {isil} {name}: already there"
+            yield f"library {isil} {name}", "already there"
     have = {s.range for s in demo.list_series()}
     for isil, first, last in SERIES:
         if f"{first}-{last}" not in have:
             demo.reserve_series(OPERATOR, isil, first=first, last=last)
-            yield f"series {first}-{last} for {isil}: reserved"
+            yield f"series {first}-{last} for {isil}", "reserved"
         else:
-            yield f"series {first}-{last} for {isil}: already there"
+            yield f"series {first}-{last} for {isil}", "already there"
+    with register.engine.connect() as conn:
+        taken = set(conn.scalars(select(Card.number).where(Card.number.in_([p[0] for p in PATRONS]))))
     for card, isil, surname, given, birth, ind, extra in PATRONS:
-        try:
-            demo.find_patron(OPERATOR, card)
-            yield f"patron {card} {given} {surname}: already there"
+        if card in taken:
+            yield f"patron {card} {given} {surname}", "already there"
             continue
-        except NotFound:
-            pass
+        birth = _birth(card, birth)
         demo.register_patron(OPERATOR, isil, card=card, national_id=synthetic_fnr(birth, ind), surname=surname,
                              given_name=given, birth_date=birth, pin=DEMO_PIN, **extra)
         note = ""
@@ -104,5 +119,5 @@ def load_demo(register: Register) -> Iterator[str]:
             note = ", card lost and replaced by N000100004"
         elif card == "N000200002":
             note = ", secret address"
-        yield f"patron {card} {given} {surname}: registered{note}"
-    yield f"demo PIN for every patron: {DEMO_PIN}"
+        yield f"patron {card} {given} {surname}", f"registered{note}"
+    yield "demo PIN for every patron", DEMO_PIN

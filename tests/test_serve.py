@@ -1,0 +1,462 @@
+"""`nlr serve`, black box (PRODUCT §4.1, §4.2, issue 2 item 8): the daemon in a subprocess on free
+ports, GET /healthz, SIGTERM/SIGINT, a database outage, and the listen rules of PRODUCT §2.12.
+
+The outage is simulated with a TCP proxy in the test between the daemon and PostgreSQL, so the
+shared test server is never stopped: closing the proxy is "database down", re-opening it is
+"database back", and holding its bytes is "database hung".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from gateway.config import Config, ConfigError, HTTPConfig, SIP2Config
+from gateway.server import check_config, check_listen, resolve_endpoint
+
+REPO = Path(__file__).resolve().parent.parent
+DB_DOWN_URL = "postgresql+psycopg://postgres@127.0.0.1:1/x"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NLR_CONFIG", "NLR_DEBUG")}
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def write_config(path: Path, database_url: str, keys: Path | str, *, http: list[str], sip2: list[str] | None = None,
+                 extra: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"database:\n  url: {json.dumps(database_url)}\n  connect_timeout: 2\n"
+        f"keys_file: {json.dumps(str(keys))}\n"
+        "register:\n  allow_synthetic_ids: true\n  pin_hash_cost: 10\n"
+        f"sip2:\n  listen: {json.dumps(sip2 or [])}\n"
+        f"http:\n  listen: {json.dumps(http)}\n" + extra,
+        encoding="utf-8",
+    )
+    return path
+
+
+def get(url: str, timeout: float = 10.0, context: ssl.SSLContext | None = None) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+class Daemon:
+    """`nlr --config FILE serve` in the background; its output goes to a file (it logs every request)."""
+
+    def __init__(self, config: Path, cwd: Path) -> None:
+        self.log = cwd / f"serve-{time.monotonic_ns()}.log"
+        self.err = self.log.with_suffix(".err")
+        with self.log.open("wb") as out, self.err.open("wb") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"],
+                                         stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env=_env())
+
+    def output(self) -> str:
+        return f"stdout:\n{self.log.read_text(errors='replace')[-3000:]}\nstderr:\n{self.err.read_text(errors='replace')}"
+
+    def health(self, base: str, want: int, timeout: float = 20.0, context: ssl.SSLContext | None = None) -> dict[str, Any]:
+        """Poll GET /healthz until it answers ``want``; returns the JSON body."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"the daemon exited with {self.proc.returncode}\n{self.output()}"
+            try:
+                status, body = get(f"{base}/healthz", timeout=5, context=context)
+                last = (status, body)
+                if status == want:
+                    return json.loads(body)
+            except OSError as exc:
+                last = exc
+            time.sleep(0.1)
+        raise AssertionError(f"/healthz never answered {want} within {timeout} s (last: {last!r})\n{self.output()}")
+
+    def stop(self, sig: int | None = signal.SIGTERM, within: float = 10.0) -> int:
+        """Send ``sig`` (None: it was sent already) and wait for the exit; no traceback anywhere."""
+        started = time.monotonic()
+        if sig is not None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"the daemon did not stop within {within} s of {sig!r}\n{self.output()}") from None
+        assert time.monotonic() - started < within
+        assert "Traceback" not in self.err.read_text(errors="replace"), self.output()
+        assert "Traceback" not in self.log.read_text(errors="replace"), self.output()
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
+    """Daemons a test starts; any still running at the end are killed."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+def start(daemons: list[Daemon], config: Path, cwd: Path) -> Daemon:
+    daemon = Daemon(config, cwd)
+    daemons.append(daemon)
+    return daemon
+
+
+def run_serve(config: Path, cwd: Path) -> subprocess.Popen[str]:
+    """`nlr serve` expected to stop at once (a refusal): output captured."""
+    return subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=cwd, env=_env())
+
+
+# ---------------------------------------------------------------------- the daemon runs and stops
+def test_serve_answers_healthz_and_stops_on_sigterm(database_url: str, keys_path: Path, tmp_path: Path,
+                                                    daemons: list[Daemon]) -> None:
+    port, sip2_port = free_port(), free_port()
+    cfg = write_config(tmp_path / "nlr.yaml", database_url, keys_path, http=[f"tcp:{port}:interface=127.0.0.1"],
+                       sip2=[f"tcp:{sip2_port}:interface=127.0.0.1"])
+    daemon = start(daemons, cfg, tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    assert daemon.health(base, 200) == {"status": "ok", "database": "ok"}
+    socket.create_connection(("127.0.0.1", sip2_port), timeout=5).close()  # the SIP2 listener is up too
+    with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+        assert response.headers["content-type"].startswith("application/json")
+    status, body = get(f"{base}/no-such-thing")
+    assert status == 404 and b"Traceback" not in body
+    assert daemon.stop(signal.SIGTERM) == 0
+    with pytest.raises(OSError):
+        get(f"{base}/healthz", timeout=2)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", sip2_port), timeout=2)
+
+
+# ---------------------------------------------------------------------- a database outage, through a proxy
+class TcpProxy:
+    """A TCP proxy in threads: close() drops the listener and every connection (database down),
+    open() listens again on the same port (database back), freeze() holds every byte (hung)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self.listener: socket.socket | None = None
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.flowing = threading.Event()
+        self.flowing.set()
+
+    def open(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        listener.settimeout(0.1)
+        self.listener = listener
+        self.flowing.set()
+        self.acceptor = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        self.acceptor.start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while self.listener is listener:
+            try:
+                client, _ = listener.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            client.settimeout(None)
+            upstream.settimeout(None)
+            with self.lock:
+                self.sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                self.flowing.wait()
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def freeze(self) -> None:
+        self.flowing.clear()
+
+    def close(self) -> None:
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            self.acceptor.join()  # sees self.listener changed within 0.1 s
+            listener.close()
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        self.flowing.set()  # frozen pumps wake up and find their sockets closed
+
+
+@pytest.fixture
+def proxy(database_url: str) -> Iterator[TcpProxy]:
+    parts = urlsplit(database_url)
+    p = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    p.open()
+    yield p
+    p.close()
+
+
+def via(database_url: str, port: int) -> str:
+    parts = urlsplit(database_url)
+    user = f"{parts.username}{':' + parts.password if parts.password else ''}@" if parts.username else ""
+    return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{port}"))
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_healthz_503_while_the_database_is_unreachable(database_url: str, proxy: TcpProxy, keys_path: Path,
+                                                       tmp_path: Path, daemons: list[Daemon]) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path / "nlr.yaml", via(database_url, proxy.port), keys_path,
+                       http=[f"tcp:{port}:interface=127.0.0.1"])
+    daemon = start(daemons, cfg, tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    daemon.health(base, 200)
+
+    proxy.close()  # the database goes away: listener and live connections
+    assert daemon.health(base, 503, timeout=10) == {"status": "unavailable", "database": "unreachable"}
+    proxy.open()  # and comes back
+    assert daemon.health(base, 200, timeout=10)["status"] == "ok"
+
+    # A database that hangs answers 503 within the configured connect timeout (2 s), not never.
+    proxy.freeze()
+    started = time.monotonic()
+    status, body = get(f"{base}/healthz", timeout=10)
+    assert status == 503 and json.loads(body)["database"] == "unreachable"
+    assert time.monotonic() - started < 5
+    proxy.close()
+    proxy.open()
+    daemon.health(base, 200, timeout=10)
+
+    # SIGTERM while a request is in flight: the request still gets its answer, and the daemon exits 0.
+    proxy.freeze()
+    answers: list[int] = []
+    pending = threading.Thread(target=lambda: answers.append(get(f"{base}/healthz", timeout=10)[0]))
+    pending.start()
+    time.sleep(0.5)
+    daemon.proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    pending.join(timeout=10)
+    assert answers == [503], daemon.output()
+    proxy.close()
+    assert daemon.stop(None, within=10 - (time.monotonic() - signalled)) == 0
+
+
+# ---------------------------------------------------------------------- start-up refusals
+def test_serve_refuses_bad_listen_config_before_touching_the_database(tmp_path: Path, keys_path: Path) -> None:
+    """Exit 2 with one line naming file and key; the database (down here) is never asked."""
+    port = free_port()
+    cases = {
+        "all-interfaces": ({"http": [f"tcp:{port}:interface=0.0.0.0"]}, "http.listen[0]"),
+        "lan-address": ({"http": [f"tcp:{port}:interface=127.0.0.1"], "sip2": [f"tcp:{port + 1}:interface=10.1.2.3"]},
+                        "sip2.listen[0]"),
+        "bogus-endpoint": ({"http": ["bogus:1234"]}, "http.listen[0]"),
+        "missing-certificate": ({"http": [f"ssl:{port}:privateKey=nope.pem:certKey=nope.pem"]}, "http.listen[0]"),
+    }
+    procs = {}
+    for name, (listen, _) in cases.items():
+        cfg = write_config(tmp_path / f"{name}.yaml", DB_DOWN_URL, keys_path, http=listen["http"], sip2=listen.get("sip2"))
+        procs[name] = (cfg, run_serve(cfg, tmp_path))
+    unknown = write_config(tmp_path / "unknown.yaml", DB_DOWN_URL, keys_path, http=[f"tcp:{port}:interface=127.0.0.1"],
+                           extra="  port: 8080\n")
+    procs["unknown-key"] = (unknown, run_serve(unknown, tmp_path))
+    cases["unknown-key"] = ({}, "http.port")
+    db_down = write_config(tmp_path / "db-down.yaml", DB_DOWN_URL, keys_path, http=[f"tcp:{port}:interface=127.0.0.1"])
+    down = run_serve(db_down, tmp_path)
+
+    errors = {}
+    for name, (cfg, proc) in procs.items():
+        out, err = proc.communicate(timeout=60)
+        lines = err.splitlines()
+        assert proc.returncode == 2, (name, proc.returncode, out, err)
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, err)
+        assert str(cfg) in err and cases[name][1] in err, (name, err)
+        assert "Traceback" not in out + err
+        errors[name] = err
+    assert "ssl:" in errors["all-interfaces"] and "allow_plaintext" in errors["all-interfaces"]  # how to mend
+
+    out, err = down.communicate(timeout=60)
+    assert down.returncode == 1, (out, err)
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "database" in err, err
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_port_in_use_exits_1_with_one_line(database_url: str, keys_path: Path, tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        cfg = write_config(tmp_path / "nlr.yaml", database_url, keys_path, http=[f"tcp:{port}:interface=127.0.0.1"])
+        proc = run_serve(cfg, tmp_path)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, (out, err)
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and str(port) in err, err
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_allow_plaintext_lets_the_operator_bind_beyond_loopback(database_url: str, keys_path: Path, tmp_path: Path,
+                                                                 daemons: list[Daemon]) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path / "nlr.yaml", database_url, keys_path, http=[f"tcp:{port}:interface=0.0.0.0"],
+                       extra="  allow_plaintext: true\n")
+    daemon = start(daemons, cfg, tmp_path)
+    daemon.health(f"http://127.0.0.1:{port}", 200)
+    assert daemon.stop(signal.SIGTERM) == 0
+
+
+def _self_signed(folder: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_tls_listener_anywhere_with_paths_relative_to_the_config(database_url: str, keys_path: Path, tmp_path: Path,
+                                                                 daemons: list[Daemon]) -> None:
+    """ssl: may listen on every interface; its key files are found beside the config file, whatever
+    the working folder; SIGINT stops the daemon as SIGTERM does."""
+    _self_signed(tmp_path / "etc" / "tls")
+    port = free_port()
+    cfg = write_config(tmp_path / "etc" / "nlr.yaml", database_url, keys_path,
+                       http=[f"ssl:{port}:interface=0.0.0.0:privateKey=tls/key.pem:certKey=tls/cert.pem"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    daemon = start(daemons, cfg, elsewhere)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    assert daemon.health(f"https://127.0.0.1:{port}", 200, context=context)["status"] == "ok"
+    assert daemon.stop(signal.SIGINT) == 0
+
+
+# ---------------------------------------------------------------------- the listen rules, in process
+@pytest.mark.parametrize("description", [
+    "tcp:6001:interface=127.0.0.1", "tcp:6001:interface=127.0.0.2", "tcp:port=6001:interface=127.0.0.1",
+    "tcp6:6001:interface=\\:\\:1", "tcp:6001:interface=localhost", "TCP:6001:interface=127.0.0.1",
+    "ssl:6001:privateKey=k.pem", "ssl:6001:interface=0.0.0.0:privateKey=k.pem", "unix:/run/nlr.sock",
+    "systemd:domain=INET:index=0",
+])
+def test_listen_strings_that_are_allowed(description: str) -> None:
+    check_listen([description], "sip2.listen", "nlr.yaml")
+
+
+@pytest.mark.parametrize("description", [
+    "tcp:6001", "tcp:6001:interface=0.0.0.0", "tcp:6001:interface=10.0.0.5", "tcp:port=6001",
+    "tcp6:6001", "tcp6:6001:interface=\\:\\:", "tcp6:6001:interface=\\:\\:ffff\\:10.0.0.5", "Tcp:6001:interface=",
+    "tcp:6001:backlog=5:interface=192.168.1.10",
+])
+def test_listen_strings_that_are_refused(description: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        check_listen(["tcp:1:interface=127.0.0.1", description], "sip2.listen", "/etc/nlr.yaml")
+    message = str(err.value)
+    assert "/etc/nlr.yaml" in message and "sip2.listen[1]" in message and "\n" not in message
+    assert "ssl:" in message and "allow_plaintext" in message  # says how to mend
+    check_listen([description], "sip2.listen", "/etc/nlr.yaml", allow_plaintext=True)
+
+
+def test_endpoint_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    base = tmp_path / "etc"
+    assert resolve_endpoint("ssl:6002:privateKey=tls/key.pem:certKey=/abs/cert.pem", base) == \
+        f"ssl:6002:privateKey={base}/tls/key.pem:certKey=/abs/cert.pem"
+    assert resolve_endpoint("unix:run/nlr.sock:mode=660", base) == f"unix:{base}/run/nlr.sock:mode=660"
+    assert resolve_endpoint("unix:address=/run/nlr.sock", base) == "unix:address=/run/nlr.sock"
+    assert resolve_endpoint("tcp:6001:interface=\\:\\:1", base) == "tcp:6001:interface=\\:\\:1"
+    odd = tmp_path / "a:b"
+    assert resolve_endpoint("ssl:1:privateKey=k.pem", odd) == f"ssl:1:privateKey={str(odd).replace(':', chr(92) + ':')}/k.pem"
+
+
+@pytest.mark.parametrize(("http", "sip2", "key"), [
+    (["tcp:0:interface=127.0.0.1"], ["tcp:0:interface=127.0.0.1", "nonsense:1"], "sip2.listen[1]"),
+    (["tcp:0:interface=127.0.0.1", "tcp:0:interface=0.0.0.0"], [], "http.listen[1]"),
+    (["tcp:0"], [], "http.listen[0]"),
+    (["tcp:0:interface=127.0.0.1"], ["tcp6:0:interface=\\:\\:"], "sip2.listen[0]"),
+    (["ssl:0:privateKey=missing.pem"], [], "http.listen[0]"),
+    (["tcp:notaport:interface=127.0.0.1"], [], "http.listen[0]"),
+    ([], [], "listen"),
+])
+def test_check_config_refuses(tmp_path: Path, http: list[str], sip2: list[str], key: str) -> None:
+    from twisted.internet import reactor
+
+    config = Config(http=HTTPConfig(listen=http), sip2=SIP2Config(listen=sip2), base_dir=tmp_path, source="x.yaml")
+    with pytest.raises(ConfigError) as err:
+        check_config(config, reactor)
+    assert "x.yaml" in str(err.value) and key in str(err.value) and "\n" not in str(err.value)
+
+
+def test_check_config_accepts_and_parses(tmp_path: Path) -> None:
+    from twisted.internet import reactor
+
+    config = Config(http=HTTPConfig(listen=["tcp:0:interface=127.0.0.1"]),
+                    sip2=SIP2Config(listen=["tcp:0:interface=0.0.0.0"], allow_plaintext=True), base_dir=tmp_path)
+    parsed = check_config(config, reactor)
+    assert [d for d, _ in parsed["http"]] == ["tcp:0:interface=127.0.0.1"]
+    assert [d for d, _ in parsed["sip2"]] == ["tcp:0:interface=0.0.0.0"]
