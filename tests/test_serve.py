@@ -23,9 +23,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from db_proxy import DatabaseProxy
 
 from gateway.config import Config, ConfigError, HTTPConfig, SIP2Config
 from gateway.server import check_config, check_listen, resolve_endpoint
@@ -163,128 +163,40 @@ def test_serve_answers_healthz_and_stops_on_sigterm(database_url: str, keys_path
 
 
 # ---------------------------------------------------------------------- a database outage, through a proxy
-class TcpProxy:
-    """A TCP proxy in threads: close() drops the listener and every connection (database down),
-    open() listens again on the same port (database back), freeze() holds every byte (hung)."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = free_port()
-        self.listener: socket.socket | None = None
-        self.sockets: list[socket.socket] = []
-        self.lock = threading.Lock()
-        self.flowing = threading.Event()
-        self.flowing.set()
-
-    def open(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        listener.settimeout(0.1)
-        self.listener = listener
-        self.flowing.set()
-        self.acceptor = threading.Thread(target=self._accept, args=(listener,), daemon=True)
-        self.acceptor.start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while self.listener is listener:
-            try:
-                client, _ = listener.accept()
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            client.settimeout(None)
-            upstream.settimeout(None)
-            with self.lock:
-                self.sockets += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                self.flowing.wait()
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def freeze(self) -> None:
-        self.flowing.clear()
-
-    def close(self) -> None:
-        listener, self.listener = self.listener, None
-        if listener is not None:
-            self.acceptor.join()  # sees self.listener changed within 0.1 s
-            listener.close()
-        with self.lock:
-            sockets, self.sockets = self.sockets, []
-        for s in sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-        self.flowing.set()  # frozen pumps wake up and find their sockets closed
-
-
 @pytest.fixture
-def proxy(database_url: str) -> Iterator[TcpProxy]:
-    parts = urlsplit(database_url)
-    p = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
-    p.open()
+def proxy(database_url: str) -> Iterator[DatabaseProxy]:
+    p = DatabaseProxy(database_url)
     yield p
     p.close()
 
 
-def via(database_url: str, port: int) -> str:
-    parts = urlsplit(database_url)
-    user = f"{parts.username}{':' + parts.password if parts.password else ''}@" if parts.username else ""
-    return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{port}"))
-
-
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-def test_healthz_503_while_the_database_is_unreachable(database_url: str, proxy: TcpProxy, keys_path: Path,
+def test_healthz_503_while_the_database_is_unreachable(database_url: str, proxy: DatabaseProxy, keys_path: Path,
                                                        tmp_path: Path, daemons: list[Daemon]) -> None:
     port = free_port()
-    cfg = write_config(tmp_path / "nlr.yaml", via(database_url, proxy.port), keys_path,
+    cfg = write_config(tmp_path / "nlr.yaml", proxy.url, keys_path,
                        http=[f"tcp:{port}:interface=127.0.0.1"])
     daemon = start(daemons, cfg, tmp_path)
     base = f"http://127.0.0.1:{port}"
     daemon.health(base, 200)
 
-    proxy.close()  # the database goes away: listener and live connections
+    proxy.down()  # the database goes away: listener and live connections
     assert daemon.health(base, 503, timeout=10) == {"status": "unavailable", "database": "unreachable"}
-    proxy.open()  # and comes back
+    proxy.up()  # and comes back
     assert daemon.health(base, 200, timeout=10)["status"] == "ok"
 
     # A database that hangs answers 503 within the configured connect timeout (2 s), not never.
-    proxy.freeze()
+    proxy.hang()
     started = time.monotonic()
     status, body = get(f"{base}/healthz", timeout=10)
     assert status == 503 and json.loads(body)["database"] == "unreachable"
     assert time.monotonic() - started < 5
-    proxy.close()
-    proxy.open()
+    proxy.down()
+    proxy.up()
     daemon.health(base, 200, timeout=10)
 
     # SIGTERM while a request is in flight: the request still gets its answer, and the daemon exits 0.
-    proxy.freeze()
+    proxy.hang()
     answers: list[int] = []
     pending = threading.Thread(target=lambda: answers.append(get(f"{base}/healthz", timeout=10)[0]))
     pending.start()
@@ -293,7 +205,7 @@ def test_healthz_503_while_the_database_is_unreachable(database_url: str, proxy:
     signalled = time.monotonic()
     pending.join(timeout=10)
     assert answers == [503], daemon.output()
-    proxy.close()
+    proxy.down()
     assert daemon.stop(None, within=10 - (time.monotonic() - signalled)) == 0
 
 

@@ -5,14 +5,13 @@ returns. PostgreSQL is reached through a TCP proxy the test controls (the shared
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import TEST_SETTINGS, _truncate
+from db_proxy import DatabaseProxy
 from register_helpers import OSLO
 from sip2_server_helpers import (
     KARI, KARI_NAME, PASSWORD, D, fields, logs, no_daemon_failures, over_tcp, patron_enable, patron_information,
@@ -31,84 +30,8 @@ pytestmark = pytest.mark.postgres
 UNAVAILABLE = answers.SCREEN[Reason.REGISTER_UNAVAILABLE]
 
 
-class Proxy:
-    """A TCP proxy to PostgreSQL: ``down()`` drops every connection and refuses new ones; ``hang()``
-    stops forwarding (a database that does not answer); ``up()`` restores service."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.state = "up"
-        self.flowing = threading.Event()
-        self.flowing.set()
-        self.sockets: set[socket.socket] = set()
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        self.flowing.wait()
-        if self.state == "down":
-            client.close()
-            return
-        try:
-            upstream = socket.create_connection(self.target)
-        except OSError:
-            client.close()
-            return
-        with self.lock:
-            self.sockets |= {client, upstream}
-        for src, dst in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                self.flowing.wait()
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def down(self) -> None:
-        self.state = "down"
-        self.flowing.set()
-        with self.lock:
-            for s in self.sockets:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            self.sockets.clear()
-
-    def hang(self) -> None:
-        self.state = "hang"
-        self.flowing.clear()
-
-    def up(self) -> None:
-        self.state = "up"
-        self.flowing.set()
-
-    def close(self) -> None:
-        self.down()
-        self.listener.close()
-
-
 @pytest.fixture
-def proxied(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Register, Proxy]]:
+def proxied(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Register, DatabaseProxy]]:
     """A populated PostgreSQL register, and one reached only through a proxy."""
     url = request.getfixturevalue("postgres_schema_url")
     direct = make_engine(url)
@@ -117,10 +40,8 @@ def proxied(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Re
     KeyRing.create(keys)
     populate(Register(direct, KeyRing.load(keys), TEST_SETTINGS))
     direct.dispose()
-    host_port = url.split("@", 1)[1].split("/", 1)[0]
-    host, _, port = host_port.partition(":")
-    proxy = Proxy((host, int(port or 5432)))
-    engine = make_engine(url.replace(f"@{host_port}/", f"@127.0.0.1:{proxy.port}/"), connect_timeout=2)
+    proxy = DatabaseProxy(url)
+    engine = make_engine(proxy.url, connect_timeout=2)
     register = Register(engine, KeyRing.load(keys), TEST_SETTINGS)
     yield register, proxy
     proxy.close()
