@@ -26,6 +26,8 @@ test: install
 
 bench: install
 	$(BIN)/python bench/register.py
+	$(BIN)/python bench/sip2.py
+	$(BIN)/python bench/ncip.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -30,7 +30,6 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
 import register as register_bench  # noqa: E402  (bench/register.py: seed(), national_ids())
-from sqlalchemy import create_engine, text  # noqa: E402
 
 from gateway.config import DatabaseConfig, RegisterConfig  # noqa: E402
 from gateway.register import Register, Settings  # noqa: E402
@@ -39,7 +38,7 @@ from gateway.register.database import make_engine, upgrade  # noqa: E402
 from gateway.register.identifiers import card_number_from_int  # noqa: E402
 from gateway.register.views import OPERATOR  # noqa: E402
 
-ISIL, FIRST_CARD, PG_URL = register_bench.ISIL, register_bench.FIRST_CARD, register_bench.PG_URL
+ISIL, FIRST_CARD = register_bench.ISIL, register_bench.FIRST_CARD
 EXAMPLES = BENCH.parent / "tests" / "data" / "ncip" / "examples"
 PIN = "1234"
 
@@ -188,23 +187,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in [b.strip() for b in args.backends.split(",") if b.strip()]:
-            if name == "sqlite":
-                table[name] = run_backend(name, f"sqlite:///{work / 'bench.db'}", args, ids, pin_hash, work)
-            elif name == "postgres":
-                admin = create_engine(PG_URL)
-                schema = f"nlr_bench_ncip_{os.getpid()}"
-                with admin.begin() as conn:
-                    conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-                try:
-                    sep = "&" if "?" in PG_URL else "?"
-                    url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-                    table[name] = run_backend(name, url, args, ids, pin_hash, work)
-                finally:
-                    with admin.begin() as conn:
-                        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                    admin.dispose()
-            else:
-                parser.error(f"unknown backend {name}")
+            with register_bench.backend_url(name, work) as url:
+                table[name] = run_backend(name, url, args, ids, pin_hash, work)
     print(f"\nNCIP LookupUser over HTTP, {args.patrons:,} patrons, {args.seconds:g} s per row, "
           f"scrypt cost 2^{args.pin_cost}, {os.cpu_count()} CPUs (server and load on the same machine)")
     header = (f"{'backend':9}{'clients':>8}  {'request':26}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}"

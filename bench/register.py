@@ -17,7 +17,8 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -92,6 +93,28 @@ def seed(register: Register, ids: list[str], pin_hash: str) -> None:
             conn.execute(text("ANALYZE"))
 
 
+@contextmanager
+def backend_url(name: str, work: Path) -> Iterator[str]:
+    """A database URL for one benchmark backend: an SQLite file in ``work``, or a private
+    PostgreSQL schema that is dropped afterwards."""
+    if name == "sqlite":
+        yield f"sqlite:///{work / f'bench-{os.getpid()}.db'}"
+        return
+    if name != "postgres":
+        raise SystemExit(f"error: unknown backend {name!r} (sqlite or postgres)")
+    admin = create_engine(PG_URL)
+    schema = f"nlr_bench_{os.getpid()}"
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        sep = "&" if "?" in PG_URL else "?"
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 def measure(op: Callable[[int], object], seconds: float) -> float:
     """Operations per second of ``op(i)`` called in a loop for about ``seconds``."""
     op(0)  # warm up
@@ -149,23 +172,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in backends:
-            if name == "sqlite":
-                url = f"sqlite:///{work / 'bench.db'}"
+            with backend_url(name, work) as url:
                 table[name] = run_backend(name, url, args, ids, pin_hash, work)
-            elif name == "postgres":
-                admin = create_engine(PG_URL)
-                schema = f"nlr_bench_{os.getpid()}"
-                with admin.begin() as conn:
-                    conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-                try:
-                    sep = "&" if "?" in PG_URL else "?"
-                    table[name] = run_backend(name, f"{PG_URL}{sep}options=-csearch_path%3D{schema}", args, ids, pin_hash, work)
-                finally:
-                    with admin.begin() as conn:
-                        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                    admin.dispose()
-            else:
-                parser.error(f"unknown backend {name}")
     labels = list(next(iter(table.values())))
     print(f"\nNLR register, {args.patrons:,} patrons, one caller, {args.seconds:g} s per operation, scrypt cost 2^{args.pin_cost}")
     header = f"{'operation':32}" + "".join(f"{b + ' ops/s':>16}{'× baseline':>12}" for b in table)

@@ -79,10 +79,9 @@ def test_no_national_id_or_pin_in_any_column(reg):
             assert pin not in shown, f"PIN in {table}.{column}"
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # SQLite: the file's bytes, below
 def test_no_national_id_in_any_text_column_on_postgres_dump(reg, database_url):
     """PostgreSQL: every text-typed column of every table, as the database itself renders it."""
-    if database_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL only; the SQLite file is searched byte by byte below")
     ids = _populate(reg)
     with reg.engine.connect() as conn:
         tables = [t for (t,) in conn.execute(text(
@@ -95,9 +94,8 @@ def test_no_national_id_in_any_text_column_on_postgres_dump(reg, database_url):
                 assert number not in joined, f"national id in {table}"
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_no_national_id_in_the_sqlite_file_bytes(reg, database_url):
-    if not database_url.startswith("sqlite"):
-        pytest.skip("SQLite only")
     ids = _populate(reg)
     reg.delete_patron(OPERATOR, reg.find_patron_by_national_id(OPERATOR, ids[2]).card)
     path = Path(database_url.split("///", 1)[1])
