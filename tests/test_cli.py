@@ -452,3 +452,17 @@ def test_permissions_in_the_help_match_the_register() -> None:
     from gateway.register.views import PERMISSIONS
 
     assert PERMISSIONS_HELP == ", ".join(PERMISSIONS)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_keys_rotate_reencrypts_every_national_id_and_lookups_still_work(nlr: Nlr, keys_path: Path) -> None:
+    ok(nlr("demo"))
+    assert ok(nlr("keys", "status", "--json")).json["rows_per_key"] == {"1": 6}
+    rotated = ok(nlr("keys", "rotate", "--batch-size", "2")).out
+    assert "re-encrypted 6" in rotated
+    assert ok(nlr("keys", "status", "--json")).json == {"active_key": 2, "rows_per_key": {"2": 6}}
+    assert oct(keys_path.stat().st_mode & 0o777) == "0o600"
+    # The patrons still decrypt and are still found by national id with the new key.
+    exported = ok(nlr("patron", "export", "N000100001")).json
+    found = ok(nlr("patron", "find", "--json", stdin=exported["national_id"] + "\n")).json
+    assert found["card"] == "N000100001"
