@@ -8,6 +8,7 @@ one line ``error: …`` on stderr; 1 anything else. Secrets come from stdin (``-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import json
 import os
@@ -17,26 +18,15 @@ from datetime import date
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from gateway.config import Config, ConfigError, load_config
+# Light modules: the database layer loads only when a command needs the register.
+from gateway.register.identifiers import normalise_isil
+from gateway.register.views import OPERATOR, PERMISSIONS, jsonable
 
 if TYPE_CHECKING:
     from gateway.register import Register
-    from gateway.register.views import PatronView
+    from gateway.register.views import PatronView  # noqa: F401
 
-# The register package pulls in SQLAlchemy and Alembic (half a second), so `--help`, usage errors
-# and config errors answer without it: _load_register() imports these names when a command runs.
-OPERATOR: Any = None
-jsonable: Callable[[Any], Any]
-normalise_isil: Callable[[str], str]
-# gateway.register.views.PERMISSIONS, spelled out for --help (a test keeps the two equal).
-PERMISSIONS_HELP = "lookup, lookup-national-id, create, update, delete, see-national-id"
-
-
-def _load_register() -> None:
-    from gateway.register.identifiers import normalise_isil as isil
-    from gateway.register.views import OPERATOR as operator
-    from gateway.register.views import jsonable as to_json
-
-    globals().update(OPERATOR=operator, jsonable=to_json, normalise_isil=isil)
+PERMISSIONS_HELP = ", ".join(PERMISSIONS)  # for --help
 
 
 class UsageError(Exception):
@@ -581,9 +571,7 @@ def open_configured_register(config: Config) -> Register:
 
     register = open_register(
         config.database_url, config.keys_path,
-        Settings(agency_id=config.register.agency_id, allow_synthetic_ids=config.register.allow_synthetic_ids,
-                 pin_max_failures=config.register.pin_max_failures, pin_lock_minutes=config.register.pin_lock_minutes,
-                 pin_hash_cost=config.register.pin_hash_cost),
+        Settings(**dataclasses.asdict(config.register)),  # the config's register section, key for key
         pool_size=config.database.pool_size, connect_timeout=config.database.connect_timeout)
     try:
         current = schema_is_current(register.engine)
@@ -599,7 +587,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         config = load_config(args.config)
         if args.needs_register:
-            _load_register()
             register = open_configured_register(config)
             try:
                 args.func(args, register)

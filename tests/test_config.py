@@ -290,3 +290,13 @@ def test_odd_yaml_gives_a_config_error_and_nothing_else(tmp_path: Path, text: st
     with pytest.raises(ConfigError) as err:
         load_config(cfg)
     assert_one_line_naming(err.value, str(cfg))
+
+
+def test_the_register_section_is_the_registers_settings_key_for_key() -> None:
+    """`register:` in the config becomes gateway.register.Settings unchanged: same keys, same defaults."""
+    import dataclasses
+
+    from gateway.config import RegisterConfig
+    from gateway.register import Settings
+
+    assert dataclasses.asdict(RegisterConfig()) == dataclasses.asdict(Settings())
