@@ -12,9 +12,9 @@ import ipaddress
 import threading
 import unicodedata
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -187,14 +187,17 @@ class Register:
         self._postgres = engine.dialect.name == "postgresql"
         # A hash to spend time on when a login is unknown, so timing does not tell.
         self._decoy_hash = crypto.hash_secret("decoy", self.settings.pin_hash_cost)
-        self._local = threading.local()
+        # SQLite lets one writer in at a time, and makes the others poll with growing sleeps (up to
+        # 100 ms each). Threads of this process queue on a lock instead and are handed the database
+        # at once; other processes still meet SQLite's busy timeout.
+        self._writer: AbstractContextManager[Any] = threading.RLock() if engine.dialect.name == "sqlite" else nullcontext()
 
     # ------------------------------------------------------------------ plumbing
     @contextmanager
     def _tx(self) -> Iterator[Session]:
         """One transaction; database connection trouble becomes RegisterUnavailable."""
         try:
-            with self._sessions.begin() as session:
+            with self._writer, self._sessions.begin() as session:
                 yield session
         except StaleDataError:
             raise VersionConflict("the patron was changed by someone else meanwhile; fetch it again and retry") from None
@@ -754,7 +757,7 @@ class Register:
             patron, row = self._patron(s, card, lock=True)
             if row.status != "active":
                 raise InvalidInput(f"card {row.number} is {row.status}; use the patron's current card")
-            outcome = self._activate(s, actor, patron, lib, rules_version=rules_version)
+            self._activate(s, actor, patron, lib, rules_version=rules_version)
             if door_agreement:
                 act = next(a for a in patron.activations if a.library_id == lib.id)
                 if act.door_agreement_at is None or act.door_revoked_at is not None:
