@@ -118,6 +118,19 @@ class _Facts:
         return getattr(self.row, name)
 
 
+@contextmanager
+def _unavailable_on_trouble() -> Iterator[None]:
+    """A database that cannot be reached (or dropped the connection) is RegisterUnavailable."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise RegisterUnavailable("the register database does not answer; try again shortly") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise RegisterUnavailable("the register database does not answer; try again shortly") from exc
+        raise
+
+
 def _bad(message: str) -> InvalidInput:
     return InvalidInput(message)
 
@@ -196,30 +209,18 @@ class Register:
     @contextmanager
     def _tx(self) -> Iterator[Session]:
         """One transaction; database connection trouble becomes RegisterUnavailable."""
-        try:
-            with self._writer, self._sessions.begin() as session:
-                yield session
-        except StaleDataError:
-            raise VersionConflict("the patron was changed by someone else meanwhile; fetch it again and retry") from None
-        except OperationalError as exc:
-            raise RegisterUnavailable("the register database does not answer; try again shortly") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise RegisterUnavailable("the register database does not answer; try again shortly") from exc
-            raise
+        with _unavailable_on_trouble():
+            try:
+                with self._writer, self._sessions.begin() as session:
+                    yield session
+            except StaleDataError:
+                raise VersionConflict("the patron was changed by someone else meanwhile; fetch it again and retry") from None
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         """A connection for read-only work: no write lock on SQLite; trouble becomes RegisterUnavailable."""
-        try:
-            with self.engine.connect().execution_options(read_only=True) as conn:
-                yield conn
-        except OperationalError as exc:
-            raise RegisterUnavailable("the register database does not answer; try again shortly") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise RegisterUnavailable("the register database does not answer; try again shortly") from exc
-            raise
+        with _unavailable_on_trouble(), self.engine.connect().execution_options(read_only=True) as conn:
+            yield conn
 
     def ping(self) -> None:
         with self._read() as conn:
