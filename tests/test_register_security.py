@@ -239,3 +239,19 @@ def test_a_damaged_hash_never_accepts_a_secret(damage):
     stored = hash_secret("1234", 10)
     assert verify_secret("1234", stored)
     assert not verify_secret("1234", damage(stored))
+
+
+def test_database_errors_never_carry_the_sql_parameters(register):
+    """A failing statement's message (which may reach a log) shows no bound values. (PostgreSQL's own
+    DETAIL line may still quote a failing row; the register never lets such errors reach a client.)"""
+    from sqlalchemy.exc import IntegrityError
+
+    from gateway.register.models import Library
+
+    secret = "NO-7777777"
+    with pytest.raises(IntegrityError) as caught:  # name is NOT NULL
+        with register.engine.begin() as conn:
+            conn.execute(Library.__table__.insert(), [{"isil": secret, "name": None, "door_min_age": 0}])
+    assert "SQL parameters hidden" in str(caught.value)
+    if register.engine.dialect.name == "sqlite":
+        assert secret not in str(caught.value)

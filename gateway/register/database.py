@@ -17,12 +17,13 @@ SCHEMA_HEAD = "0001"
 
 
 def make_engine(url: str, *, pool_size: int = 5, connect_timeout: int = 5) -> Engine:
-    """An engine for the register; SQLite gets WAL, foreign keys and write-serialising transactions."""
+    """An engine for the register; SQLite gets WAL, foreign keys and write-serialising transactions.
+    SQL parameters (PIN hashes, national id index values, names) never appear in error messages."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, pool_size=pool_size)
+        engine = create_engine(url, connect_args={"timeout": 30}, pool_size=pool_size, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001
@@ -50,6 +51,7 @@ def make_engine(url: str, *, pool_size: int = 5, connect_timeout: int = 5) -> En
         max_overflow=pool_size,
         pool_pre_ping=True,
         connect_args={"connect_timeout": connect_timeout},
+        hide_parameters=True,
     )
 
 
