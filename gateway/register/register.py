@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, object_session, selectinload, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
@@ -105,6 +105,37 @@ class Settings:
     pin_max_failures: int = 5
     pin_lock_minutes: int = 15
     pin_hash_cost: int = 14  # keep equal to gateway.config.RegisterConfig
+
+
+# The hot paths' statements, built once from the tables and bound per call: building a statement
+# costs more than running it, and plain Core skips the ORM's execution layer.
+_patrons, _cards, _libraries, _activations = (Patron.__table__, Card.__table__, Library.__table__,
+                                              Activation.__table__)
+_CARD_OWNER = select(_cards.c.patron_id, _cards.c.status).where(_cards.c.number == bindparam("number"))
+_VIEW_PATRON = (select(_patrons, _libraries.c.isil.label("home_isil"))
+                .join(_libraries, _libraries.c.id == _patrons.c.home_library_id)
+                .where(_patrons.c.id == bindparam("patron_id")))
+_VIEW_CARDS = (select(_cards.c.number, _cards.c.status, _libraries.c.isil, _cards.c.issued_at)
+               .join(_libraries, _libraries.c.id == _cards.c.library_id)
+               .where(_cards.c.patron_id == bindparam("patron_id"))
+               .order_by(_cards.c.issued_at, _cards.c.number))
+_VIEW_ACTIVATIONS = (select(_activations, _libraries.c.isil.label("isil"), _libraries.c.name.label("name"))
+                     .join(_libraries, _libraries.c.id == _activations.c.library_id)
+                     .where(_activations.c.patron_id == bindparam("patron_id"))
+                     .order_by(_activations.c.activated_at, _activations.c.id))
+_DECISION_CARD = (
+    select(_cards.c.number, _cards.c.status, _cards.c.patron_id, _patrons.c.pin_hash, _patrons.c.pin_locked_until,
+           _patrons.c.blocked, _patrons.c.birth_date, _activations.c.id.label("activation_id"),
+           _activations.c.door_agreement_at, _activations.c.door_revoked_at)
+    .join(_patrons, _patrons.c.id == _cards.c.patron_id)
+    .outerjoin(_activations, (_activations.c.patron_id == _patrons.c.id) & (
+        _activations.c.library_id == select(_libraries.c.id).where(_libraries.c.isil == bindparam("isil"))
+        .scalar_subquery()))
+    .where(_cards.c.number == bindparam("number"))
+)
+_DECISION_LIBRARY = (select(_libraries.c.id, _libraries.c.door_min_age, _libraries.c.auto_activation)
+                     .where(_libraries.c.isil == bindparam("isil")))
+_AUDIT = insert(AuditEvent.__table__)
 
 
 @dataclass(frozen=True)
@@ -230,11 +261,11 @@ class Register:
         self, s: Session, actor: Actor, action: str, outcome: str, *,
         patron: Patron | int | None = None, card: str | None = None, library: str | None = None, detail: str | None = None,
     ) -> None:
-        s.execute(insert(AuditEvent).values(
-            at=utcnow(), actor=actor.label[:120], library_isil=library or actor.library_isil, action=action,
-            patron_id=patron.id if isinstance(patron, Patron) else patron, card_number=card, outcome=outcome,
-            detail=detail[:300] if detail else None,
-        ))
+        s.connection().execute(_AUDIT, {
+            "at": utcnow(), "actor": actor.label[:120], "library_isil": library or actor.library_isil, "action": action,
+            "patron_id": patron.id if isinstance(patron, Patron) else patron, "card_number": card, "outcome": outcome,
+            "detail": detail[:300] if detail else None,
+        })
 
     def audit_refusal(self, actor: Actor, action: str, outcome: str, *, card: str | None = None, detail: str | None = None) -> None:
         """Record a refused request that never reached a patron (bad login, unknown card, …)."""
@@ -306,14 +337,11 @@ class Register:
     def _load_view(self, s: Session, patron_id: int, number: str | None = None, *, with_national_id: bool = False) -> PatronView:
         """The patron as stored now, read with three plain queries (the hot path of every lookup).
         ``number`` is the card asked about; by default the patron's active card."""
-        p = s.execute(select(Patron.__table__, Library.isil.label("home_isil"))
-                      .join(Library, Library.id == Patron.home_library_id).where(Patron.id == patron_id)).one()
-        cards = s.execute(select(Card.number, Card.status, Library.isil, Card.issued_at)
-                          .join(Library, Library.id == Card.library_id).where(Card.patron_id == patron_id)
-                          .order_by(Card.issued_at, Card.number)).all()
-        acts = s.execute(select(Activation.__table__, Library.isil.label("isil"), Library.name.label("name"))
-                         .join(Library, Library.id == Activation.library_id).where(Activation.patron_id == patron_id)
-                         .order_by(Activation.activated_at, Activation.id)).all()
+        s.flush()  # plain Core reads below do not autoflush the session's pending changes
+        conn = s.connection()
+        p = conn.execute(_VIEW_PATRON, {"patron_id": patron_id}).one()
+        cards = conn.execute(_VIEW_CARDS, {"patron_id": patron_id}).all()
+        acts = conn.execute(_VIEW_ACTIVATIONS, {"patron_id": patron_id}).all()
         nid_plain = self.keys.decrypt(p.national_id_ciphertext) if p.national_id_ciphertext else None
         masked = parse_national_id(nid_plain, allow_synthetic=True).masked() if nid_plain else ""
         current = next((c.number for c in reversed(cards) if c.status == "active"), None)
@@ -343,7 +371,7 @@ class Register:
     def _card_owner(self, s: Session, card: str) -> tuple[str, int]:
         """(normalised number, patron id) of a card that is in the register; NotFound otherwise."""
         number = _card(card)
-        row = s.execute(select(Card.patron_id, Card.status).where(Card.number == number)).first()
+        row = s.connection().execute(_CARD_OWNER, {"number": number}).first()
         if row is None or row.status == "deleted":
             raise NotFound(f"card {number} is not in the register")
         return number, row.patron_id
@@ -972,19 +1000,11 @@ class Register:
 
     def _decision_facts(self, s: Session, number: str, isil: str | None) -> Any:
         """What the decision needs about a card at a library, in two small queries (None: unknown card)."""
-        lib_id = select(Library.id).where(Library.isil == isil).scalar_subquery()
-        row = s.execute(
-            select(Card.number, Card.status, Card.patron_id, Patron.pin_hash, Patron.pin_locked_until, Patron.blocked,
-                   Patron.birth_date, Activation.id.label("activation_id"), Activation.door_agreement_at,
-                   Activation.door_revoked_at)
-            .join(Patron, Patron.id == Card.patron_id)
-            .outerjoin(Activation, (Activation.patron_id == Patron.id) & (Activation.library_id == lib_id))
-            .where(Card.number == number)
-        ).first()
+        conn = s.connection()
+        row = conn.execute(_DECISION_CARD, {"number": number, "isil": isil}).first()
         if row is None or row.status == "deleted":
             return None
-        library = s.execute(select(Library.id, Library.door_min_age, Library.auto_activation)
-                            .where(Library.isil == isil)).first()
+        library = conn.execute(_DECISION_LIBRARY, {"isil": isil}).first()
         return _Facts(row, library)
 
     def _conclude(self, s: Session, actor: Actor, action: str, facts: _Facts, pin_result: PinCheck | None,
