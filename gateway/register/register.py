@@ -136,6 +136,10 @@ _DECISION_CARD = (
 _DECISION_LIBRARY = (select(_libraries.c.id, _libraries.c.door_min_age, _libraries.c.auto_activation)
                      .where(_libraries.c.isil == bindparam("isil")))
 _AUDIT = insert(AuditEvent.__table__)
+_CLIENT_BY_TOKEN = (select(APIClient.__table__.c.name, APIClient.__table__.c.permissions, APIClient.__table__.c.enabled,
+                           _libraries.c.isil)
+                    .join(_libraries, _libraries.c.id == APIClient.__table__.c.library_id)
+                    .where(APIClient.__table__.c.token_hash == bindparam("token_hash")))
 
 
 @dataclass(frozen=True)
@@ -1195,11 +1199,7 @@ class Register:
         """The enabled client holding this token, or None. Asked on every NCIP request: one plain
         query, no transaction of its own (a read needs none)."""
         with self._read() as conn:
-            row = conn.execute(
-                select(APIClient.name, APIClient.permissions, APIClient.enabled, Library.isil)
-                .join(Library, Library.id == APIClient.library_id)
-                .where(APIClient.token_hash == crypto.token_hash(token))
-            ).first()
+            row = conn.execute(_CLIENT_BY_TOKEN, {"token_hash": crypto.token_hash(token)}).first()
         if row is None or not row.enabled:
             return None
         return ClientView(row.name, row.isil, tuple(p for p in row.permissions.split(",") if p), True)
