@@ -166,6 +166,17 @@ def _unavailable_on_trouble() -> Iterator[None]:
         raise
 
 
+def _acts_for(actor: Actor, institution: str | None) -> bool:
+    """Whether a request naming ``institution`` (SIP2 AO; ISIL or bare library number) is for the
+    actor's own library. No institution named, or an actor bound to no library: yes."""
+    if institution is None or actor.library_isil is None:
+        return True
+    try:
+        return normalise_isil(institution) == actor.library_isil
+    except InvalidIdentifier:
+        return institution.strip() == actor.library_isil
+
+
 def _bad(message: str) -> InvalidInput:
     return InvalidInput(message)
 
@@ -982,13 +993,8 @@ class Register:
             number = normalise_card_number(card)
         except InvalidIdentifier:
             return refuse_early(Reason.UNKNOWN_CARD)
-        if institution is not None and actor.library_isil is not None:
-            try:
-                same = normalise_isil(institution) == actor.library_isil
-            except InvalidIdentifier:
-                same = institution.strip() == actor.library_isil
-            if not same:
-                return refuse_early(Reason.WRONG_INSTITUTION, number)
+        if not _acts_for(actor, institution):
+            return refuse_early(Reason.WRONG_INSTITUTION, number)
         with self._tx() as s:
             facts = self._decision_facts(s, number, actor.library_isil)
             if facts is not None and not (pin and facts.status == "active"):
@@ -1372,13 +1378,8 @@ class Register:
             return Decision(why, None, False, False, False)
 
         try:
-            if institution is not None and actor.library_isil is not None:
-                try:
-                    same = normalise_isil(institution) == actor.library_isil
-                except InvalidIdentifier:
-                    same = institution.strip() == actor.library_isil
-                if not same:
-                    return refused(Reason.WRONG_INSTITUTION)
+            if not _acts_for(actor, institution):
+                return refused(Reason.WRONG_INSTITUTION)
             cleaned = "".join(ch for ch in (reason or "") if unicodedata.category(ch) not in ("Cc", "Cs"))
             text_ = " ".join(cleaned.split())[:200] or f"SIP2 01 from terminal {actor.name}"[:200]
             try:
