@@ -156,6 +156,7 @@ async def test_a_bug_answers_without_a_stack_trace(gateway, monkeypatch):
         raise ZeroDivisionError("secret detail 97531")
 
     monkeypatch.setattr(gateway.register, "find_patron", broken)
+    monkeypatch.setattr(gateway.register, "find_patrons", broken)  # lookups that arrive together
     response = await gateway.post(example("01"))
     assert response.problem == (schemes.Scheme.GENERAL_PROCESSING_ERROR, "Temporary Processing Failure")
     assert b"ZeroDivision" not in response.body and b"97531" not in response.body

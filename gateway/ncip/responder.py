@@ -158,17 +158,58 @@ class Responder:
 
     def answer(self, message: bytes, bearer: str | None) -> Answer:
         """The response to one message. Raises nothing but a bug."""
+        begun = self._begin(message, bearer, {})
+        return begun if isinstance(begun, Answer) else self._finish(*begun)
+
+    def answer_many(self, messages: list[tuple[bytes, str | None]]) -> list[Answer]:
+        """``answer`` for messages that arrived together: the same responses, but lookups by card
+        (without a PIN) of the same client are read in one go (``Register.find_patrons``), and each
+        credential is checked once. Raises nothing but a bug."""
+        out: list[Answer | None] = [None] * len(messages)
+        clients: dict[str, ClientView | None] = {}
+        lookups: dict[tuple[ClientView, bool], list[tuple[int, ncip.LookupUser]]] = {}
+        for i, (message, bearer) in enumerate(messages):
+            begun = self._begin(message, bearer, clients)
+            if isinstance(begun, Answer):
+                out[i] = begun
+                continue
+            request, client = begun
+            if isinstance(request, ncip.LookupUser) and request.user.pin is None and request.user.card:
+                lookups.setdefault((client, self._sees_national_id(request, client.actor())), []).append((i, request))
+            else:
+                out[i] = self._finish(request, client)
+        for (client, see), group in lookups.items():
+            try:
+                views: list[PatronView | RegisterError] = self.register.find_patrons(
+                    client.actor(), [r.user.card or "" for _, r in group], with_national_id=see)
+            except RegisterError as exc:
+                views = [exc] * len(group)
+            for (i, r), view in zip(group, views):
+                if isinstance(view, RegisterError):
+                    out[i] = self._problem(r, problem_for(view, r), client)
+                else:
+                    body = ncip.lookup_user_response(user_view(view), r.element_types, header=r.header,
+                                                     register_id=self.agency_id,
+                                                     national_id=view.national_id if see else None)
+                    out[i] = Answer(body, r.service, client.name)
+        return out  # type: ignore[return-value]
+
+    def _begin(self, message: bytes, bearer: str | None,
+               clients: dict[str, ClientView | None]) -> Answer | tuple[ncip.Request, ClientView]:
+        """The parsed request and the client behind it, or the answer that refuses it."""
         try:
             request = ncip.parse_request(message, max_size=self.max_body_bytes)
         except ncip.NCIPError as exc:
             return Answer(ncip.error_response(exc, register_id=self.agency_id),
                           getattr(exc, "service", None), problem=exc.problem.type.value)
         try:
-            client = self._client(request.header, bearer)
+            return request, self._client(request.header, bearer, clients)
         except Refused as refused:
             return Answer(ncip.message_problem(refused.problem), problem=refused.problem.type.value)
         except RegisterUnavailable as exc:
             return self._problem(request, problem_for(exc, request), None)
+
+    def _finish(self, request: ncip.Request, client: ClientView) -> Answer:
         try:
             body = self._serve(request, client.actor())
         except RegisterError as exc:
@@ -181,13 +222,17 @@ class Responder:
         body = ncip.problem_response(request.service, problem, header=request.header, register_id=self.agency_id)
         return Answer(body, request.service, client.name if client else None, problem.type.value)
 
-    def _client(self, header: ncip.InitiationHeader, bearer: str | None) -> ClientView:
-        """The API client behind the credential (ncip.md A.1), bound to the FromAgencyId when sent."""
+    def _client(self, header: ncip.InitiationHeader, bearer: str | None,
+                known: dict[str, ClientView | None]) -> ClientView:
+        """The API client behind the credential (ncip.md A.1), bound to the FromAgencyId when sent.
+        ``known``: credentials already checked in this batch."""
         token = bearer or header.token
         if not token:
             raise Refused(Problem(s.AGENCY_AUTHENTICATION_FAILED, detail="No client credential: send "
                                   "Authorization: Bearer <token> or InitiationHeader/FromAgencyAuthentication"))
-        client = self.register.authenticate_client(token) if len(token) <= 200 else None
+        if token not in known:
+            known[token] = self.register.authenticate_client(token) if len(token) <= 200 else None
+        client = known[token]
         if client is None:
             raise Refused(Problem(s.AGENCY_AUTHENTICATION_FAILED, detail="Unknown or disabled client credential"))
         if header.from_agency_id is not None and not _same_library(header.from_agency_id, client.library_isil):
@@ -217,9 +262,13 @@ class Responder:
             case _:
                 return ncip.unsupported_service(request.service, header=header, register_id=rid)
 
+    @staticmethod
+    def _sees_national_id(r: ncip.LookupUser, actor: Actor) -> bool:
+        """The national id goes only to a client allowed to see it, and only when User Id is asked for."""
+        return UserElementType.USER_ID in r.element_types and actor.may("see-national-id")
+
     def _lookup_user(self, r: ncip.LookupUser, actor: Actor) -> tuple[PatronView, str | None]:
-        # The national id goes only to a client allowed to see it, and only when User Id is asked for.
-        see = UserElementType.USER_ID in r.element_types and actor.may("see-national-id")
+        see = self._sees_national_id(r, actor)
         user = r.user
         if user.pin is not None:
             if not user.card:

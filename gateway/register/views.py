@@ -188,6 +188,18 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class DecisionRequest:
+    """One question for ``Register.decide_many``: the arguments of ``Register.decide``."""
+
+    actor: Actor
+    card: str
+    pin: str | None = None
+    door: bool = False
+    pin_required: bool = True
+    institution: str | None = None
+
+
+@dataclass(frozen=True)
 class TerminalView:
     login: str
     library_isil: str

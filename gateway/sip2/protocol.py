@@ -12,7 +12,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from twisted.internet import defer, interfaces, protocol, threads
+from twisted.internet import defer, interfaces, protocol
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -23,7 +23,8 @@ import protocols.sip2 as sip2
 from gateway.config import SIP2Config
 from gateway.register import Register
 from gateway.register.errors import RegisterError
-from gateway.register.views import Actor, Decision, Reason, TerminalView
+from gateway.register.views import Actor, Decision, DecisionRequest, Reason, TerminalView
+from gateway.register_calls import RegisterCalls
 from gateway.sip2 import answers
 from protocols.sip2 import Message
 
@@ -85,36 +86,32 @@ class SIP2Factory(protocol.Factory):
         self.max_connections = max_connections
         self.throttle = throttle or LoginThrottle(reactor.seconds)
         self.connections = 0
-        self.in_flight = 0  # register calls under way (shutdown waits for them)
+        self.calls = RegisterCalls(reactor, timeout=register_timeout)
         self.online = True
         self._last_full_log = 0.0
 
     def buildProtocol(self, addr: Any) -> SIP2Protocol:
         return SIP2Protocol(self)
 
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
-        """Run blocking register work in the reactor's thread pool, bounded in time: a register
-        that does not answer within ``register_timeout`` fails the request, not the connection."""
-        abandoned: list[bool] = []
+    @property
+    def in_flight(self) -> int:
+        """Register calls queued or under way (shutdown waits for them)."""
+        return self.calls.in_flight
 
-        def job() -> T:
-            if abandoned:  # timed out while queued (a hung database): do not pile up more work
-                raise defer.CancelledError("register call abandoned")
-            return fn(*args, **kwargs)
+    def call(self, fn: Callable[..., T], *args: Any, slow: bool = False, **kwargs: Any) -> Deferred[T]:
+        """Blocking register work, bounded in time (a register that does not answer within
+        ``register_timeout`` fails the request, not the connection): quick calls go in batches,
+        ``slow`` ones (a PIN or password to hash) each in their own thread job."""
+        return (self.calls.call_alone if slow else self.calls.call)(fn, *args, **kwargs)
 
-        def timed_out(result: Any, timeout: float) -> Any:
-            abandoned.append(True)
-            if isinstance(result, Failure) and result.check(defer.CancelledError):
-                raise defer.TimeoutError(timeout, "register call")
-            return result
-
-        def finished(result: Any) -> Any:
-            self.in_flight -= 1
-            return result
-
-        self.in_flight += 1
-        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), job)
-        return d.addTimeout(self.register_timeout, self.reactor, onTimeoutCancel=timed_out).addBoth(finished)
+    def decide(self, question: DecisionRequest) -> Deferred[Decision]:
+        """The register's decision (the one function for 23, 63, 25 and doors). Without a PIN it is
+        decided together with the others of the same moment (``Register.decide_many``)."""
+        if question.pin:
+            return self.calls.call_alone(self.register.decide, question.actor, question.card, question.pin,
+                                         door=question.door, pin_required=question.pin_required,
+                                         institution=question.institution)
+        return self.calls.call_many(self.register.decide_many, question)
 
     def full(self) -> bool:
         if self.connections <= self.max_connections:
@@ -308,12 +305,13 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
     def _dispatch(self, request: Message, terminal: TerminalView, actor: Actor) -> Answer | Deferred[Answer]:
         code, register, call = request.code, self.factory.register, self.factory.call
         if code in ("23", "63"):
-            d = call(register.decide, actor, request.get("AA") or "", request.get("AD"),
-                     door=terminal.profile == "door", pin_required=terminal.pin_required or terminal.profile == "door",
-                     institution=request.get("AO") or None)
+            question = DecisionRequest(actor, request.get("AA") or "", request.get("AD"), door=terminal.profile == "door",
+                                       pin_required=terminal.pin_required or terminal.profile == "door",
+                                       institution=request.get("AO") or None)
+            d = self.factory.decide(question)
             return self._decision(d, lambda dec: answers.patron_answer(request, terminal, dec, answers.now()), request)
         if code == "25":
-            d2 = call(register.self_activate, actor, request.get("AA") or "", request.get("AD"))
+            d2 = call(register.self_activate, actor, request.get("AA") or "", request.get("AD"), slow=True)
             return self._decision(d2, lambda res: answers.enable_answer(request, terminal, res[0], res[1], answers.now()),
                                   request, lambda: (answers.unavailable(), True))
         if code == "01":
@@ -377,7 +375,7 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         if request.fixed.get("uid_algorithm", "0") not in "0 " or request.fixed.get("pwd_algorithm", "0") not in "0 ":
             return self._login_failed(request, "encrypted login algorithms are not supported")
         d = self.factory.call(self.factory.register.terminal_login, request.get("CN") or "", request.get("CO") or "",
-                              source=self.host, encrypted=self.encrypted)
+                              source=self.host, encrypted=self.encrypted, slow=True)
 
         def done(result: tuple[TerminalView | None, str]) -> Answer:
             terminal, outcome = result

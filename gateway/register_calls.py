@@ -1,0 +1,141 @@
+"""How the reactor thread calls the blocking register: in batches, in the reactor's thread pool.
+
+A call per thread-pool hop costs more than a quick register call itself once many terminals and
+library systems are busy: a queue put, a thread woken, a ``callFromThread`` back, and every hop a
+fight for the GIL (and, on SQLite, for the one writer lock). So quick calls made during one reactor
+turn are queued and handed to one thread job, which runs them one after another and returns every
+result to the reactor at once. At most ``max_jobs`` such jobs run at the same time; what arrives
+meanwhile waits for the next one. Under load a batch holds everything that arrived while the last
+one ran; an idle gateway sends a batch of one at the next reactor turn, so nothing waits for a timer.
+
+Slow calls (anything that hashes a PIN or a password: about 35 ms of scrypt) run alone, each in its
+own thread-pool job, so that they never hold up a batch and several hashes run in parallel.
+
+Every call is bounded in time: a register that does not answer within ``timeout`` seconds fails the
+call with ``defer.TimeoutError``, and a call that timed out while still queued is never started, so
+a hung database does not pile up work.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+T = TypeVar("T")
+
+# (deferred, function, args, kwargs); kwargs None: an item for a ``call_many`` function
+_Call = tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any] | None]
+
+
+class RegisterCalls:
+    def __init__(self, reactor: Any, *, timeout: float = 8.0, max_batch: int = 128, max_jobs: int = 2) -> None:
+        self.reactor = reactor
+        self.timeout = timeout
+        self.max_batch = max_batch
+        self.max_jobs = max_jobs
+        self.in_flight = 0  # calls queued or running (shutdown waits for them)
+        self.jobs = 0  # batch jobs running in the thread pool
+        self._queue: deque[_Call] = deque()
+        self._flush_scheduled = False
+
+    # ------------------------------------------------------------------ the reactor side
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """Run a quick blocking call with the next batch."""
+        d: Deferred[T] = Deferred()
+        self._queue.append((d, fn, args, kwargs))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.reactor.callLater(0, self._flush)
+        return self._bounded(d)
+
+    def call_many(self, fn_many: Callable[[list[Any]], list[Any]], item: Any) -> Deferred[Any]:
+        """Put ``item`` with the next batch; the batch hands all items queued for ``fn_many`` to one
+        call of it, which returns one outcome per item, in order: a result, or an exception for
+        that item alone. If ``fn_many`` itself raises, each of its items fails with that error."""
+        d: Deferred[Any] = Deferred()
+        self._queue.append((d, fn_many, (item,), None))  # type: ignore[arg-type]
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.reactor.callLater(0, self._flush)
+        return self._bounded(d)
+
+    def call_alone(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """Run a slow blocking call (a PIN or password hash) in its own thread-pool job."""
+        d: Deferred[T] = Deferred()
+        self.reactor.getThreadPool().callInThread(self._run, [(d, fn, args, kwargs)], False)
+        return self._bounded(d)
+
+    def _bounded(self, d: Deferred[T]) -> Deferred[T]:
+        self.in_flight += 1
+
+        def timed_out(result: Any, timeout: float) -> Any:
+            if isinstance(result, Failure) and result.check(defer.CancelledError):
+                raise defer.TimeoutError(timeout, "register call")
+            return result
+
+        def finished(result: Any) -> Any:
+            self.in_flight -= 1
+            return result
+
+        return d.addTimeout(self.timeout, self.reactor, onTimeoutCancel=timed_out).addBoth(finished)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pool = self.reactor.getThreadPool()
+        while self._queue and self.jobs < self.max_jobs:
+            batch = []
+            while self._queue and len(batch) < self.max_batch:
+                item = self._queue.popleft()
+                if not item[0].called:  # not timed out while queued
+                    batch.append(item)
+            if batch:
+                self.jobs += 1
+                pool.callInThread(self._run, batch, True)
+
+    def _deliver(self, batch: list[_Call], results: list[tuple[bool, Any]], counted: bool) -> None:
+        if counted:
+            self.jobs -= 1
+        for (d, *_), (ok, value) in zip(batch, results):
+            if d.called:  # timed out meanwhile: the caller has its answer already
+                if not ok:
+                    value.cleanFailure()
+                continue
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(value)
+        if self._queue and not self._flush_scheduled:
+            self._flush()
+
+    # ------------------------------------------------------------------ the thread side
+    def _run(self, batch: list[_Call], counted: bool) -> None:
+        results: list[tuple[bool, Any]] = [(False, None)] * len(batch)
+        together: dict[Callable[..., Any], list[int]] = {}
+        for n, (d, fn, args, kwargs) in enumerate(batch):
+            if d.called:  # timed out before its turn: do not start it
+                results[n] = (False, Failure(defer.CancelledError("register call abandoned")))
+            elif kwargs is None:
+                together.setdefault(fn, []).append(n)
+            else:
+                try:
+                    results[n] = (True, fn(*args, **kwargs))
+                except BaseException:  # noqa: BLE001 - handed to the caller's errback, as deferToThread does
+                    results[n] = (False, Failure())
+        for fn_many, members in together.items():
+            try:
+                outcomes = fn_many([batch[n][2][0] for n in members])
+                if len(outcomes) != len(members):
+                    raise RuntimeError(f"{fn_many!r} returned {len(outcomes)} outcomes for {len(members)} items")
+            except BaseException:  # noqa: BLE001
+                failure = Failure()
+                for n in members:
+                    results[n] = (False, Failure(failure.value, failure.type, failure.getTracebackObject()))
+                continue
+            for n, outcome in zip(members, outcomes):
+                results[n] = (False, Failure(outcome)) if isinstance(outcome, BaseException) else (True, outcome)
+        self.reactor.callFromThread(self._deliver, batch, results, counted)
