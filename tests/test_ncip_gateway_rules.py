@@ -8,6 +8,7 @@ from ncip_gateway_helpers import (
     KARI, KARI_NID, LIER, PIN, auth, create_user, electronic, gateway, lookup_user, message, privilege,
     update_user, user_id,
 )
+from twisted.internet import defer
 from register_helpers import BERGEN, OSLO, TRONDHEIM, nid, terminal
 
 from gateway.register.views import OPERATOR, PinCheck, Reason
@@ -270,3 +271,23 @@ async def test_first_card_and_pin_use_at_an_auto_activation_library_activates(ga
     response = await gateway.post(lookup_user(KARI, pin=PIN, agency=TRONDHEIM), client="trondheim")
     assert response.problem is None
     assert gateway.register.find_patron(OPERATOR, KARI).activation_at(TRONDHEIM).channel == "ncip"
+
+
+
+@pytest_twisted.ensureDeferred
+async def test_lookups_arriving_together_keep_each_clients_rights(gateway):
+    """Lookups sent at the same moment are read together; each client still gets exactly the answer
+    it gets alone: the national id only where allowed, a Problem only for its own bad request."""
+    asks = [("oslo-full", KARI), ("oslo", KARI), ("oslo-lookup", "N000999999"), ("oslo-full", "N000999998"),
+            ("oslo-create", KARI), ("oslo", "not a card"), ("bergen", KARI)] * 3
+
+    def seen(response):
+        return (response.problem, response.text("LookupUserResponse/UserId/UserIdentifierValue"),
+                KARI_NID.encode() in response.body)
+
+    alone = [seen(await gateway.post(lookup_user(card), client=client)) for client, card in asks]
+    together = await defer.gatherResults([defer.ensureDeferred(gateway.post(lookup_user(card), client=client))
+                                          for client, card in asks])
+    assert [seen(r) for r in together] == alone
+    assert alone[0] == (None, KARI, True) and alone[1] == (None, KARI, False)
+    assert alone[2][0][1] == "Unknown User" and alone[4][0] is not None and alone[5][0] is not None
