@@ -41,6 +41,9 @@ class RegisterCalls:
         self.in_flight = 0  # calls queued or running (shutdown waits for them)
         self.jobs = 0  # batch jobs running in the thread pool
         self._queue: deque[_Call] = deque()
+        self._deadlines: dict[Deferred[Any], float] = {}  # in the order the calls came
+        self._tick = min(0.5, timeout / 4)
+        self._sweeper: Any = None
         self._flush_scheduled = False
 
     # ------------------------------------------------------------------ the reactor side
@@ -71,18 +74,28 @@ class RegisterCalls:
         return self._bounded(d)
 
     def _bounded(self, d: Deferred[T]) -> Deferred[T]:
+        # One timer for all calls (a sweep a few times per timeout), not a timer per call.
         self.in_flight += 1
-
-        def timed_out(result: Any, timeout: float) -> Any:
-            if isinstance(result, Failure) and result.check(defer.CancelledError):
-                raise defer.TimeoutError(timeout, "register call")
-            return result
+        self._deadlines[d] = self.reactor.seconds() + self.timeout
+        if self._sweeper is None:
+            self._sweeper = self.reactor.callLater(self._tick, self._sweep)
 
         def finished(result: Any) -> Any:
             self.in_flight -= 1
+            self._deadlines.pop(d, None)
             return result
 
-        return d.addTimeout(self.timeout, self.reactor, onTimeoutCancel=timed_out).addBoth(finished)
+        return d.addBoth(finished)
+
+    def _sweep(self) -> None:
+        now = self.reactor.seconds()
+        for d, deadline in list(self._deadlines.items()):
+            if deadline > now:
+                break  # the rest came later
+            del self._deadlines[d]
+            if not d.called:
+                d.errback(Failure(defer.TimeoutError(self.timeout, "register call")))
+        self._sweeper = self.reactor.callLater(self._tick, self._sweep) if self._deadlines else None
 
     def _flush(self) -> None:
         self._flush_scheduled = False

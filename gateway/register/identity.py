@@ -59,8 +59,7 @@ class NationalId:
 
     def masked(self) -> str:
         """Staff-display form: fnr/dnr keep the first 6 digits, DUF the first 4 (the year)."""
-        keep = 4 if self.kind == "duf" else 6
-        return self.value[:keep] + "*" * (len(self.value) - keep)
+        return mask_national_id(self.value)
 
     def __repr__(self) -> str:
         return (
@@ -150,3 +149,10 @@ def _date_exists(year: int, month: int, day: int) -> bool:
     except ValueError:
         return False
     return True
+
+
+def mask_national_id(value: str) -> str:
+    """The staff-display form of a valid national id (``NationalId.masked``): a fødselsnummer or
+    D-nummer (11 digits) keeps its first 6 digits, a DUF number (12 digits) its first 4 (the year)."""
+    keep = 4 if len(value) == 12 else 6
+    return value[:keep] + "*" * (len(value) - keep)

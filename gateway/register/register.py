@@ -53,7 +53,7 @@ from gateway.register.identifiers import (
     normalise_postal_code,
     validate_pin,
 )
-from gateway.register.identity import InvalidNationalId, parse_national_id
+from gateway.register.identity import InvalidNationalId, mask_national_id, parse_national_id
 from gateway.register.models import (
     Activation,
     APIClient,
@@ -420,7 +420,7 @@ class Register:
     def _assemble_view(self, p: Any, cards: list[Any], acts: list[Any], number: str | None,
                        with_national_id: bool) -> PatronView:
         nid_plain = self.keys.decrypt(p.national_id_ciphertext) if p.national_id_ciphertext else None
-        masked = parse_national_id(nid_plain, allow_synthetic=True).masked() if nid_plain else ""
+        masked = mask_national_id(nid_plain) if nid_plain else ""  # stored ids were validated on the way in
         current = next((c.number for c in reversed(cards) if c.status == "active"), None)
         asked = next((c for c in cards if c.number == (number or current)), cards[-1] if cards else None)
         return PatronView(

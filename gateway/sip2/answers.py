@@ -8,12 +8,13 @@ only shape the decision for the terminal's profile (A.2): which personal data, `
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.register.views import Decision, PatronView, Reason, TerminalView
-from protocols.sip2 import DENIED, LAYOUTS, Message, build, refusal, supported_messages
+from protocols.sip2 import DENIED, LAYOUTS, Message, build, format_date, refusal, supported_messages
 
 OSLO = ZoneInfo("Europe/Oslo")
 
@@ -61,9 +62,17 @@ _UNPROVEN = frozenset({Reason.CARD_LOST, Reason.CARD_REPLACED, Reason.PIN_WRONG,
                        Reason.PIN_LOCKED})
 
 
-def now() -> datetime:
-    """Transaction dates are Europe/Oslo local time with a blank zone (B.6)."""
-    return datetime.now(OSLO)
+_clock: tuple[int, str] = (-1, "")
+
+
+def now() -> str:
+    """The transaction date to send now: Europe/Oslo local time with a blank zone (B.6), as the 18
+    characters of the fixed field. Formatted once per second, not once per answer."""
+    global _clock
+    second = int(time.time())
+    if _clock[0] != second:
+        _clock = (second, format_date(datetime.fromtimestamp(second, OSLO)))
+    return _clock[1]
 
 
 def unavailable() -> Decision:
@@ -101,7 +110,7 @@ def personal_data(patron: PatronView) -> dict[str, str | None]:
     }
 
 
-def patron_answer(request: Message, terminal: TerminalView, decision: Decision, when: datetime, *,
+def patron_answer(request: Message, terminal: TerminalView, decision: Decision, when: datetime | str, *,
                   screen: str | None = None) -> Message:
     """24 (to 23), 64 (to 63) or 26 (to 25): the decision as this terminal's profile sees it (A.2, A.4)."""
     code = LAYOUTS[request.code].response or "24"
@@ -125,14 +134,14 @@ def patron_answer(request: Message, terminal: TerminalView, decision: Decision, 
 
 
 def enable_answer(request: Message, terminal: TerminalView, decision: Decision, library_allows: bool,
-                  when: datetime) -> Message:
+                  when: datetime | str) -> Message:
     """26 to 25: activated (or already active), refused with the reason, or "ask the staff"."""
     if decision.reason is Reason.NOT_ACTIVATED and decision.pin_valid and not library_allows:
         return patron_answer(request, terminal, decision, when, screen=SELF_ACTIVATION_OFF)
     return patron_answer(request, terminal, decision, when, screen=ACTIVATED if decision.granted else None)
 
 
-def block_answer(request: Message, terminal: TerminalView, decision: Decision, when: datetime) -> Message:
+def block_answer(request: Message, terminal: TerminalView, decision: Decision, when: datetime | str) -> Message:
     """24 to 01: the card's status after the block. No name: the card holder showed no PIN."""
     blocked = decision.reason is Reason.PATRON_BLOCKED
     return build("24", patron_status=LOST_STATUS if decision.card_lost else DENIED, language="000",
@@ -141,7 +150,7 @@ def block_answer(request: Message, terminal: TerminalView, decision: Decision, w
                  AF=BLOCKED if blocked else SCREEN[decision.reason])
 
 
-def status_answer(online: bool, institution: str, when: datetime) -> Message:
+def status_answer(online: bool, institution: str, when: datetime | str) -> Message:
     """98 to 99: online iff the database answers; ``BX`` says exactly what is answered."""
     return build("98", online_status="Y" if online else "N", checkin_ok="N", checkout_ok="N",
                  acs_renewal_policy="N", status_update_ok="Y", offline_ok="N",
@@ -153,14 +162,14 @@ def login_answer(ok: bool) -> Message:
     return build("94", ok="1" if ok else "0")
 
 
-def end_session_answer(request: Message, terminal: TerminalView, when: datetime) -> Message:
+def end_session_answer(request: Message, terminal: TerminalView, when: datetime | str) -> Message:
     return build("36", end_session="Y", transaction_date=when, **_ids(request, terminal))
 
 
-def circulation_refusal(request: Message, when: datetime) -> Message:
+def circulation_refusal(request: Message, when: datetime | str) -> Message:
     return refusal(request, when=when, screen_message=CIRCULATION_REFUSED)
 
 
-def invalid_refusal(code: str, when: datetime) -> Message:
+def invalid_refusal(code: str, when: datetime | str) -> Message:
     """The answer to a request of a known type that could not be parsed: a refusal, ids empty."""
     return refusal(Message(code), when=when, screen_message=INVALID)

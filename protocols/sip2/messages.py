@@ -37,7 +37,8 @@ class Message:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fixed", MappingProxyType(dict(self.fixed)))
-        object.__setattr__(self, "fields", tuple((str(k), v) for k, v in self.fields))
+        if type(self.fields) is not tuple or not all(type(k) is str for k, _ in self.fields):
+            object.__setattr__(self, "fields", tuple((str(k), v) for k, v in self.fields))
 
     def __hash__(self) -> int:
         return hash((self.code, tuple(self.fixed.items()), self.fields))
@@ -61,8 +62,13 @@ class Message:
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """First value of a variable field, by id (``"AA"``) or name (``"patron_identifier"``)."""
-        fid = field_id(key)
-        return next((v for k, v in self.fields if k == fid), default)
+        first = self.__dict__.get("_first")
+        if first is None:  # built once, on the first question (a message is asked many)
+            first = {}
+            for k, v in self.fields:
+                first.setdefault(k, v)
+            object.__setattr__(self, "_first", first)
+        return first.get(_FIELD_IDS.get(key) or field_id(key), default)
 
     def get_all(self, key: str) -> list[str]:
         fid = field_id(key)
@@ -80,14 +86,17 @@ class Message:
         return [f for f in lay.fields if f in lay.required and f not in self] if lay else []
 
 
+_FIELD_IDS: dict[str, str] = {**{name: f.id for name, f in FIELD_BY_NAME.items()}, **{f.id: f.id for f in FIELD_BY_NAME.values()}}
+
+
 def field_id(key: str) -> str:
     """``"AA"`` → ``"AA"``; ``"patron_identifier"`` → ``"AA"``."""
-    if len(key) == 2 and FIELD_ID.fullmatch(key):
+    fid = _FIELD_IDS.get(key)
+    if fid is not None:
+        return fid
+    if len(key) == 2 and FIELD_ID.fullmatch(key):  # an extension field
         return key
-    try:
-        return FIELD_BY_NAME[key].id
-    except KeyError:
-        raise KeyError(f"no SIP2 field named {key!r}") from None
+    raise KeyError(f"no SIP2 field named {key!r}")
 
 
 def layout_of(code_or_name: str) -> Layout:
