@@ -308,6 +308,12 @@ class Register:
                 raise VersionConflict("the patron was changed by someone else meanwhile; fetch it again and retry") from None
 
     @contextmanager
+    def _core_tx(self) -> Iterator[Connection]:
+        """One transaction on a plain connection, for the batch paths that need no ORM session."""
+        with _unavailable_on_trouble(), self._writer, self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
     def _read(self) -> Iterator[Connection]:
         """A connection for read-only work: no write lock on SQLite; trouble becomes RegisterUnavailable."""
         with _unavailable_on_trouble(), self.engine.connect().execution_options(read_only=True) as conn:
@@ -721,8 +727,7 @@ class Register:
             except InvalidInput as exc:
                 out[i] = exc
         found: list[tuple[int, int, str]] = []  # index, patron id, number
-        with self._tx() as s:
-            conn = s.connection()
+        with self._core_tx() as conn:
             owners = {row.number: row for row in conn.execute(_CARD_OWNERS, {"numbers": list({n for _, n in asked})})}
             for i, number in asked:
                 row = owners.get(number)
@@ -1106,8 +1111,7 @@ class Register:
             todo.append((i, r, number, action))
         concluded: list[tuple[int, Reason, _Facts]] = []
         try:
-            with self._tx() as s:
-                conn = s.connection()
+            with self._core_tx() as conn:
                 facts: dict[tuple[str | None, str], Any] = {}
                 libraries: dict[str | None, Any] = {}
                 for isil in {r.actor.library_isil for _, r, _, _ in todo}:
