@@ -4,8 +4,10 @@ A call per thread-pool hop costs more than a quick register call itself once man
 library systems are busy: a queue put, a thread woken, a ``callFromThread`` back, and every hop a
 fight for the GIL (and, on SQLite, for the one writer lock). So quick calls made during one reactor
 turn are queued and handed to one thread job, which runs them one after another and returns every
-result to the reactor at once. At most ``max_jobs`` such jobs run at the same time; what arrives
-meanwhile waits for the next one. Under load a batch holds everything that arrived while the last
+result to the reactor at once. At most ``max_jobs`` such jobs run at the same time (default one:
+a second job only fights the first for the GIL and, on SQLite, the writer lock; measured with
+bench/ncip.py, one job beat two on SQLite and on PostgreSQL); what arrives meanwhile waits for the
+next one. Under load a batch holds everything that arrived while the last
 one ran; an idle gateway sends a batch of one at the next reactor turn, so nothing waits for a timer.
 
 Slow calls (anything that hashes a PIN or a password: about 35 ms of scrypt) run alone, each in its
@@ -33,7 +35,7 @@ _Call = tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]
 
 
 class RegisterCalls:
-    def __init__(self, reactor: Any, *, timeout: float = 8.0, max_batch: int = 128, max_jobs: int = 2) -> None:
+    def __init__(self, reactor: Any, *, timeout: float = 8.0, max_batch: int = 128, max_jobs: int = 1) -> None:
         self.reactor = reactor
         self.timeout = timeout
         self.max_batch = max_batch
