@@ -9,7 +9,7 @@ POST with a fixed NCIP response: the ceiling of twisted.web on this machine, mea
 run. The load comes from this process: N keep-alive HTTP/1.1 connections, each sending its next
 request as soon as the answer is in. Reported: requests per second, p50 and p99 latency, answers
 that were not a successful LookupUserResponse, and the share of the ceiling at the same concurrency.
-PIN figures use the production scrypt cost (config ``register.pin_hash_cost``, default 15).
+PIN figures use the production scrypt cost (config ``register.pin_hash_cost``, default 14).
 """
 
 from __future__ import annotations

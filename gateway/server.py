@@ -36,6 +36,8 @@ log = Logger(namespace="nlr")
 # Endpoint types that carry plain text over the network.
 _PLAINTEXT_KINDS = {"tcp", "tcp6"}
 # Endpoint parameters that name files: relative ones are resolved against the config file's folder.
+_BACKLOG_KINDS = {"tcp", "tcp6", "ssl", "unix"}
+DEFAULT_BACKLOG = 1024
 _PATH_PARAMS = {"privateKey", "certKey", "extraCertChain", "dhParameters", "caCertsDir"}
 # How long in-flight requests may take to finish after SIGTERM; the process is gone within 10 s.
 SHUTDOWN_GRACE_SECONDS = 7.0
@@ -141,6 +143,16 @@ def resolve_endpoint(description: str, base_dir: Path) -> str:
     return ":".join(out)
 
 
+def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
+    """A listening endpoint string with a connection backlog of ``backlog`` unless it names one.
+    Twisted's default of 50 lets a burst of connects (a building's door controllers after a
+    network outage) overflow the kernel's queue, and those clients wait seconds to retry."""
+    parts = _split_endpoint(description.strip())
+    if _unescape(parts[0]).lower() not in _BACKLOG_KINDS or any(_param(p)[0] == "backlog" for p in parts[1:]):
+        return description
+    return f"{description.strip()}:backlog={backlog}"
+
+
 def check_config(config: Config, reactor: Any) -> dict[str, list[tuple[str, Any]]]:
     """Every listen string checked and parsed into an endpoint, before the database is opened.
 
@@ -156,7 +168,7 @@ def check_config(config: Config, reactor: Any) -> dict[str, list[tuple[str, Any]
         check_listen(settings.listen, f"{section}.listen", source, allow_plaintext=settings.allow_plaintext)
         parsed[section] = []
         for i, description in enumerate(settings.listen):
-            resolved = resolve_endpoint(description, config.base_dir)
+            resolved = with_backlog(resolve_endpoint(description, config.base_dir))
             try:
                 endpoint = endpoints.serverFromString(reactor, resolved)
             except Exception as exc:  # noqa: BLE001 - any parse or certificate problem: one line

@@ -28,7 +28,7 @@ import pytest
 from db_proxy import DatabaseProxy
 
 from gateway.config import Config, ConfigError, HTTPConfig, SIP2Config
-from gateway.server import check_config, check_listen, resolve_endpoint
+from gateway.server import check_config, check_listen, resolve_endpoint, with_backlog
 
 REPO = Path(__file__).resolve().parent.parent
 DB_DOWN_URL = "postgresql+psycopg://postgres@127.0.0.1:1/x"
@@ -344,6 +344,13 @@ def test_endpoint_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
     assert resolve_endpoint("tcp:6001:interface=\\:\\:1", base) == "tcp:6001:interface=\\:\\:1"
     odd = tmp_path / "a:b"
     assert resolve_endpoint("ssl:1:privateKey=k.pem", odd) == f"ssl:1:privateKey={str(odd).replace(':', chr(92) + ':')}/k.pem"
+
+
+def test_listeners_queue_a_burst_of_connects_unless_told_otherwise() -> None:
+    assert with_backlog("tcp:6001:interface=127.0.0.1") == "tcp:6001:interface=127.0.0.1:backlog=1024"
+    assert with_backlog("ssl:6002:privateKey=k.pem") == "ssl:6002:privateKey=k.pem:backlog=1024"
+    assert with_backlog("tcp:6001:backlog=64") == "tcp:6001:backlog=64"  # the operator's choice stands
+    assert with_backlog("systemd:domain=INET:index=0") == "systemd:domain=INET:index=0"  # no such option
 
 
 @pytest.mark.parametrize(("http", "sip2", "key"), [
