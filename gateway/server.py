@@ -257,8 +257,8 @@ class Root(resource.Resource):
 class TrackingSite(server.Site):
     """A Site that counts requests in flight, so shutdown can wait for them."""
 
-    def __init__(self, root: resource.Resource) -> None:
-        super().__init__(root)
+    def __init__(self, root: resource.Resource, **kwargs: Any) -> None:
+        super().__init__(root, **kwargs)
         self.in_flight = 0
         site = self
 
@@ -282,7 +282,7 @@ def build_site(register: Register, reactor: Any, *, health_timeout: float = 5.0,
     root = Root()
     root.putChild(b"healthz", Health(register, reactor, timeout=health_timeout))
     root.putChild(b"ncip", NCIPResource(register, reactor, max_body_bytes=max_body_bytes))
-    site = TrackingSite(root)
+    site = TrackingSite(root, parsePOSTFormSubmission=False)  # /ncip reads its few form posts itself
     site.displayTracebacks = False
     return site
 

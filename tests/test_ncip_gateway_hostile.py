@@ -201,3 +201,16 @@ async def test_no_secret_in_any_log_line(gateway):
     assert any("User Authentication Failed" in line for line in lines)  # the observer saw the daemon's lines
     for secret in ("97531", KARI_NID, *gateway.tokens.values()):
         assert not any(secret in line for line in lines), secret
+
+
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data\r\n\r\nno name\r\n--b--\r\n"),
+    ("multipart/form-data; boundary=b", b"no boundary anywhere"),
+    ("multipart/form-data", b"--b\r\n\r\n"),  # no boundary parameter
+    ("application/x-www-form-urlencoded", b"other=1&xml"),
+    ("application/x-www-form-urlencoded", b"%%%=&&==" * 100),
+])
+@pytest_twisted.ensureDeferred
+async def test_broken_forms(gateway, content_type, body):
+    response = await gateway.post(body, headers={"content-type": content_type})
+    assert message_level(response) and response.problem == SYNTAX

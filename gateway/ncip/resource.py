@@ -7,6 +7,9 @@ included. The reactor thread never waits; no stack trace ever reaches a client.
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
+import urllib.parse
 from typing import Any
 
 from twisted.internet import defer
@@ -32,6 +35,25 @@ def _bearer(request: server.Request) -> str | None:
     if scheme.lower() != b"bearer" or not token.strip():
         return None
     return token.strip().decode("latin-1")
+
+
+def _form_field(body: bytes, content_type: bytes, name: bytes) -> bytes | None:
+    """The first value of field ``name`` in a form body (urlencoded or multipart/form-data), as old
+    NCIP 1 clients send the XML. The site does not parse forms itself (``parsePOSTFormSubmission``
+    off): working out every request's Content-Type with the email package cost more than answering
+    it, and only these few clients need it."""
+    media_type = content_type.split(b";", 1)[0].strip().lower()
+    if media_type == b"application/x-www-form-urlencoded":
+        values = urllib.parse.parse_qs(body, keep_blank_values=True).get(name)
+        return values[0] if values else None
+    if media_type == b"multipart/form-data":
+        form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"MIME-Version: 1.0\r\nContent-Type: " + content_type + b"\r\n\r\n" + body)
+        if form.is_multipart():
+            for part in form.iter_parts():
+                if part.get_param("name", header="content-disposition") == name.decode():
+                    return part.get_payload(decode=True)
+    return None
 
 
 def _may_hash(message: bytes) -> bool:
@@ -98,9 +120,9 @@ class NCIPResource(resource.Resource):
         if len(body) > self.max_body_bytes:
             return None
         if not body.lstrip().removeprefix(_BOM).lstrip().startswith(b"<"):
-            field = (request.args or {}).get(b"xml")
-            if field:
-                return field[0]
+            field = _form_field(body, request.getHeader(b"content-type") or b"", b"xml")
+            if field is not None:
+                return field
         return body
 
     def _send(self, answer: Answer, request: server.Request) -> bytes:
