@@ -11,6 +11,7 @@ SIGINT the daemon stops accepting, lets requests in flight finish, and exits 0 w
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import os
@@ -254,12 +255,30 @@ class Root(resource.Resource):
         return resource.NoResource("Not found")
 
 
-class TrackingSite(server.Site):
-    """A Site that counts requests in flight, so shutdown can wait for them."""
+class CappedBody(io.BytesIO):
+    """A request body kept in memory up to ``cap`` + 1 bytes; the rest is counted and dropped, so a
+    10 MB POST costs neither memory nor a spool file. One byte over the cap is kept, so whoever
+    reads the body still sees that it was too large."""
 
-    def __init__(self, root: resource.Resource, **kwargs: Any) -> None:
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap = cap
+
+    def write(self, data: Any) -> int:
+        room = self.cap + 1 - self.getbuffer().nbytes
+        if room > 0:
+            super().write(bytes(data[:room]))
+        return len(data)
+
+
+class TrackingSite(server.Site):
+    """A Site that counts requests in flight, so shutdown can wait for them, and keeps request
+    bodies only up to ``max_body_bytes`` (+1)."""
+
+    def __init__(self, root: resource.Resource, *, max_body_bytes: int = 256 * 1024, **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
         self.in_flight = 0
+        self.max_body_bytes = max_body_bytes
         site = self
 
         class TrackedRequest(server.Request):
@@ -274,6 +293,9 @@ class TrackingSite(server.Site):
 
         self.requestFactory = TrackedRequest
 
+    def getContentFile(self, length: int | None) -> CappedBody:
+        return CappedBody(self.max_body_bytes)
+
 
 def build_site(register: Register, reactor: Any, *, health_timeout: float = 5.0,
                max_body_bytes: int = 256 * 1024) -> TrackingSite:
@@ -282,7 +304,7 @@ def build_site(register: Register, reactor: Any, *, health_timeout: float = 5.0,
     root = Root()
     root.putChild(b"healthz", Health(register, reactor, timeout=health_timeout))
     root.putChild(b"ncip", NCIPResource(register, reactor, max_body_bytes=max_body_bytes))
-    site = TrackingSite(root, parsePOSTFormSubmission=False)  # /ncip reads its few form posts itself
+    site = TrackingSite(root, max_body_bytes=max_body_bytes, parsePOSTFormSubmission=False)  # /ncip reads its few form posts itself
     site.displayTracebacks = False
     return site
 

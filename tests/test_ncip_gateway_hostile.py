@@ -214,3 +214,21 @@ async def test_no_secret_in_any_log_line(gateway):
 async def test_broken_forms(gateway, content_type, body):
     response = await gateway.post(body, headers={"content-type": content_type})
     assert message_level(response) and response.problem == SYNTAX
+
+
+def test_a_huge_body_is_not_kept(register):
+    """What twisted.web receives of a body beyond the cap is dropped on arrival: no 10 MB in memory or
+    in a spool file per hostile request (the answer is 'too large' all the same, see above)."""
+    from gateway.server import build_site
+
+    site = build_site(register, reactor, max_body_bytes=1000)
+    for declared in (None, 10 * 1024 * 1024):
+        body = site.getContentFile(declared)
+        for _ in range(160):
+            assert body.write(b"x" * 65536) == 65536
+        body.seek(0)
+        assert len(body.read()) == 1001  # one byte over the cap: the reader still sees "too large"
+    small = site.getContentFile(5)
+    small.write(b"<a/>")
+    small.seek(0)
+    assert small.read() == b"<a/>"
