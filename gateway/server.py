@@ -304,7 +304,10 @@ def build_site(register: Register, reactor: Any, *, health_timeout: float = 5.0,
     root = Root()
     root.putChild(b"healthz", Health(register, reactor, timeout=health_timeout))
     root.putChild(b"ncip", NCIPResource(register, reactor, max_body_bytes=max_body_bytes))
-    site = TrackingSite(root, max_body_bytes=max_body_bytes, parsePOSTFormSubmission=False)  # /ncip reads its few form posts itself
+    # twisted.web would parse every POST's Content-Type (with the email package) to fill request.args
+    # from forms; /ncip reads its few form posts itself, and so must any page added here that takes
+    # a form (request.args holds only the query string).
+    site = TrackingSite(root, max_body_bytes=max_body_bytes, parsePOSTFormSubmission=False)
     site.displayTracebacks = False
     return site
 
