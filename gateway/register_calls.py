@@ -51,23 +51,20 @@ class RegisterCalls:
     # ------------------------------------------------------------------ the reactor side
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         """Run a quick blocking call with the next batch."""
-        d: Deferred[T] = Deferred()
-        self._queue.append((d, fn, args, kwargs))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.reactor.callLater(0, self._flush)
-        return self._bounded(d)
+        return self._enqueue((Deferred(), fn, args, kwargs))
 
     def call_many(self, fn_many: Callable[[list[Any]], list[Any]], item: Any) -> Deferred[Any]:
         """Put ``item`` with the next batch; the batch hands all items queued for ``fn_many`` to one
         call of it, which returns one outcome per item, in order: a result, or an exception for
         that item alone. If ``fn_many`` itself raises, each of its items fails with that error."""
-        d: Deferred[Any] = Deferred()
-        self._queue.append((d, fn_many, (item,), None))  # type: ignore[arg-type]
-        if not self._flush_scheduled:
+        return self._enqueue((Deferred(), fn_many, (item,), None))
+
+    def _enqueue(self, call: _Call) -> Deferred[Any]:
+        self._queue.append(call)
+        if not self._flush_scheduled:  # one flush at the end of this reactor turn
             self._flush_scheduled = True
             self.reactor.callLater(0, self._flush)
-        return self._bounded(d)
+        return self._bounded(call[0])
 
     def call_alone(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         """Run a slow blocking call (a PIN or password hash) in its own thread-pool job."""
@@ -91,7 +88,8 @@ class RegisterCalls:
 
     def _sweep(self) -> None:
         now = self.reactor.seconds()
-        for d, deadline in list(self._deadlines.items()):
+        while self._deadlines:
+            d, deadline = next(iter(self._deadlines.items()))
             if deadline > now:
                 break  # the rest came later
             del self._deadlines[d]
