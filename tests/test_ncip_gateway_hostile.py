@@ -232,3 +232,23 @@ def test_a_huge_body_is_not_kept(register):
     small.write(b"<a/>")
     small.seek(0)
     assert small.read() == b"<a/>"
+
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bug_in_the_lookups_costs_only_the_requests_it_met(gateway, monkeypatch):
+    """Requests that arrive together share a batch; a bug in the lookups answers those lookups as a
+    processing failure, and every other request in the batch keeps its own answer."""
+    from twisted.internet import defer
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("secret detail 97531")
+
+    monkeypatch.setattr(gateway.register, "find_patrons", broken)
+    lookup, agency, junk, lookup_again = await defer.gatherResults([
+        defer.ensureDeferred(gateway.post(body)) for body in (example("01"), example("07"), b"not xml", example("01"))])
+    for response in (lookup, lookup_again):
+        assert response.problem == (schemes.Scheme.GENERAL_PROCESSING_ERROR, "Temporary Processing Failure")
+        assert b"ZeroDivision" not in response.body and b"97531" not in response.body
+    assert agency.problem is None and agency.find("LookupAgencyResponse") is not None
+    assert junk.problem == SYNTAX

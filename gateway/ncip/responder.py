@@ -161,37 +161,48 @@ class Responder:
         begun = self._begin(message, bearer, {})
         return begun if isinstance(begun, Answer) else self._finish(*begun)
 
-    def answer_many(self, messages: list[tuple[bytes, str | None]]) -> list[Answer]:
+    def answer_many(self, messages: list[tuple[bytes, str | None]]) -> list[Answer | Exception]:
         """``answer`` for messages that arrived together: the same responses, but lookups by card
         (without a PIN) of the same client are read in one go (``Register.find_patrons``), and each
-        credential is checked once. Raises nothing but a bug."""
-        out: list[Answer | None] = [None] * len(messages)
+        credential is checked once. A bug costs only the messages it met: their outcome is the
+        exception, for the caller to answer as a processing failure; the others keep their answers
+        (a CreateUser done is never reported as failed)."""
+        out: list[Answer | Exception | None] = [None] * len(messages)
         clients: dict[str, ClientView | None] = {}
         lookups: dict[tuple[ClientView, bool], list[tuple[int, ncip.LookupUser]]] = {}
         for i, (message, bearer) in enumerate(messages):
-            begun = self._begin(message, bearer, clients)
-            if isinstance(begun, Answer):
-                out[i] = begun
-                continue
-            request, client = begun
-            if isinstance(request, ncip.LookupUser) and request.user.pin is None and request.user.card:
-                lookups.setdefault((client, self._sees_national_id(request, client.actor())), []).append((i, request))
-            else:
-                out[i] = self._finish(request, client)
+            try:
+                begun = self._begin(message, bearer, clients)
+                if isinstance(begun, Answer):
+                    out[i] = begun
+                    continue
+                request, client = begun
+                if isinstance(request, ncip.LookupUser) and request.user.pin is None and request.user.card:
+                    see = self._sees_national_id(request, client.actor())
+                    lookups.setdefault((client, see), []).append((i, request))
+                else:
+                    out[i] = self._finish(request, client)
+            except Exception as exc:  # noqa: BLE001 - a bug: this message alone
+                out[i] = exc
         for (client, see), group in lookups.items():
             try:
-                views: list[PatronView | RegisterError] = self.register.find_patrons(
+                views: list[PatronView | Exception] = self.register.find_patrons(
                     client.actor(), [r.user.card or "" for _, r in group], with_national_id=see)
-            except RegisterError as exc:
+            except Exception as exc:  # noqa: BLE001 - RegisterError: a Problem each; a bug: the group alone
                 views = [exc] * len(group)
             for (i, r), view in zip(group, views):
                 if isinstance(view, RegisterError):
                     out[i] = self._problem(r, problem_for(view, r), client)
+                elif isinstance(view, Exception):
+                    out[i] = view
                 else:
-                    body = ncip.lookup_user_response(user_view(view), r.element_types, header=r.header,
-                                                     register_id=self.agency_id,
-                                                     national_id=view.national_id if see else None)
-                    out[i] = Answer(body, r.service, client.name)
+                    try:
+                        body = ncip.lookup_user_response(user_view(view), r.element_types, header=r.header,
+                                                         register_id=self.agency_id,
+                                                         national_id=view.national_id if see else None)
+                        out[i] = Answer(body, r.service, client.name)
+                    except Exception as exc:  # noqa: BLE001
+                        out[i] = exc
         return out  # type: ignore[return-value]
 
     def _begin(self, message: bytes, bearer: str | None,
