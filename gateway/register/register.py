@@ -112,7 +112,6 @@ class Settings:
 # costs more than running it, and plain Core skips the ORM's execution layer.
 _patrons, _cards, _libraries, _activations = (Patron.__table__, Card.__table__, Library.__table__,
                                               Activation.__table__)
-_CARD_OWNER = select(_cards.c.number, _cards.c.patron_id, _cards.c.status).where(_cards.c.number == bindparam("number"))
 _CARD_OWNERS = (select(_cards.c.number, _cards.c.patron_id, _cards.c.status)
                 .where(_cards.c.number.in_(bindparam("numbers", expanding=True))))
 _VIEW_PATRON_SELECT = (select(_patrons, _libraries.c.isil.label("home_isil"))
@@ -401,7 +400,7 @@ class Register:
         """The patron as stored now, read with three plain queries (the hot path of every lookup).
         ``number`` is the card asked about; by default the patron's active card."""
         s.flush()  # plain Core reads below do not autoflush the session's pending changes
-        conn = s.connection()
+        conn = s.connection()  # "= :id", not _load_views' expanding IN: ~10% faster for one patron
         p = conn.execute(_VIEW_PATRON, {"patron_id": patron_id}).one()
         cards = conn.execute(_VIEW_CARDS, {"patron_id": patron_id}).all()
         acts = conn.execute(_VIEW_ACTIVATIONS, {"patron_id": patron_id}).all()
@@ -450,14 +449,6 @@ class Register:
             cards=tuple(CardView(c.number, c.status, c.isil, c.issued_at) for c in cards),
             national_id=nid_plain if with_national_id else None,
         )
-
-    def _card_owner(self, s: Session, card: str) -> tuple[str, int]:
-        """(normalised number, patron id) of a card that is in the register; NotFound otherwise."""
-        number = _card(card)
-        row = s.connection().execute(_CARD_OWNER, {"number": number}).first()
-        if row is None or row.status == "deleted":
-            raise NotFound(f"card {number} is not in the register")
-        return number, row.patron_id
 
     # ------------------------------------------------------------------ libraries
     def add_library(
@@ -698,23 +689,16 @@ class Register:
 
     def find_patron(self, actor: Actor, card: str, *, with_national_id: bool = False) -> PatronView:
         """Look a patron up by card number (any authenticated library may); audited."""
-        if actor.kind == "client" and not actor.may("lookup"):
-            raise PermissionDenied("this client may not look patrons up")
-        if with_national_id and not actor.may("see-national-id"):
-            raise PermissionDenied("this client may not see national identity numbers")
-        with self._tx() as s:
-            number, patron_id = self._card_owner(s, card)
-            view = self._load_view(s, patron_id, number, with_national_id=with_national_id)
-            if actor.kind == "patron" and actor.name not in {c.number for c in view.cards}:
-                raise PermissionDenied("a patron may see only their own data")
-            self._audit(s, actor, "patron_lookup", "ok", patron=patron_id, card=number,
-                        detail="national id shown" if with_national_id else None)
-            return view
+        found = self.find_patrons(actor, [card], with_national_id=with_national_id)[0]
+        if isinstance(found, RegisterError):
+            raise found
+        return found
 
     def find_patrons(self, actor: Actor, cards: list[str], *, with_national_id: bool = False) -> list[PatronView | RegisterError]:
-        """``find_patron`` for many cards at once (library systems looking patrons up in parallel): for
-        each card its view, or the error ``find_patron`` would raise for it; audited the same way,
-        read with four queries and written in one transaction."""
+        """Patrons by card number, many at once (library systems looking patrons up in parallel): for
+        each card its view, or the error that refuses it (malformed, not in the register, another
+        patron's card for a patron); each view audited. Four queries and one transaction, whatever the
+        number of cards; ``find_patron`` is the same for one."""
         if actor.kind == "client" and not actor.may("lookup"):
             raise PermissionDenied("this client may not look patrons up")
         if with_national_id and not actor.may("see-national-id"):
