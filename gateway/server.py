@@ -263,11 +263,12 @@ class CappedBody(io.BytesIO):
     def __init__(self, cap: int) -> None:
         super().__init__()
         self.cap = cap
+        self.kept = 0
 
     def write(self, data: Any) -> int:
-        room = self.cap + 1 - self.getbuffer().nbytes
+        room = self.cap + 1 - self.kept
         if room > 0:
-            super().write(bytes(data[:room]))
+            self.kept += super().write(bytes(data[:room]))
         return len(data)
 
 
