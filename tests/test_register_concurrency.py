@@ -7,7 +7,9 @@ import multiprocessing
 import queue
 import threading
 from collections import Counter
+from collections.abc import Callable
 from itertools import zip_longest
+from typing import Any
 
 import pytest
 from register_helpers import (
@@ -101,26 +103,32 @@ def test_processes_registering_at_the_same_moment(register, database_url, keys_p
         assert register.find_patron_by_national_id(OPERATOR, nid(k)).card == winners[f"shared{k}"]
 
 
-def test_simultaneous_first_use_auto_activates_once(register):
-    setup_libraries(register)
-    p = add_patron(register, 0, OSLO)
-    threads = 6
+def _at_once(threads: int, call: Callable[[int], Any]) -> list[Any]:
+    """``call(i)`` in ``threads`` threads released at the same moment; their results, none failing."""
     barrier = threading.Barrier(threads)
-    decisions, errors = [], []
+    results, errors = [], []
 
-    def use(i: int) -> None:
+    def run(i: int) -> None:
         try:
             barrier.wait(timeout=30)
-            decisions.append(register.decide(terminal(TRONDHEIM, f"tr-kiosk-{i}"), p.card, PIN))
+            results.append(call(i))
         except Exception as exc:  # noqa: BLE001
             errors.append(repr(exc))
 
-    workers = [threading.Thread(target=use, args=(i,)) for i in range(threads)]
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
     for w in workers:
         w.start()
     for w in workers:
         w.join(timeout=60)
     assert not errors
+    return results
+
+
+def test_simultaneous_first_use_auto_activates_once(register):
+    setup_libraries(register)
+    p = add_patron(register, 0, OSLO)
+    threads = 6
+    decisions = _at_once(threads, lambda i: register.decide(terminal(TRONDHEIM, f"tr-kiosk-{i}"), p.card, PIN))
     assert [d.reason for d in decisions] == [Reason.GRANTED] * threads
     assert sum(d.activated_now for d in decisions) == 1
     view = register.find_patron(OPERATOR, p.card)
@@ -132,20 +140,5 @@ def test_simultaneous_wrong_pins_all_count(register):
     setup_libraries(register)
     p = add_patron(register, 0, OSLO)
     threads = 5  # exactly pin_max_failures
-    barrier = threading.Barrier(threads)
-    errors = []
-
-    def guess(i: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            register.decide(terminal(OSLO, f"kiosk-{i}"), p.card, f"000{i}")
-        except Exception as exc:  # noqa: BLE001
-            errors.append(repr(exc))
-
-    workers = [threading.Thread(target=guess, args=(i,)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=60)
-    assert not errors
+    _at_once(threads, lambda i: register.decide(terminal(OSLO, f"kiosk-{i}"), p.card, f"000{i}"))
     assert register.verify_pin(OPERATOR, p.card, PIN) is PinCheck.LOCKED
