@@ -19,7 +19,7 @@ from twisted.web import resource, server
 
 from gateway.ncip.responder import Answer, Responder
 from gateway.register import Register
-from gateway.register_calls import RegisterCalls
+from gateway.blocking import RegisterCalls
 from protocols import ncip
 from protocols.ncip import schemes as s
 

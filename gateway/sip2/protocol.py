@@ -24,7 +24,7 @@ from gateway.config import SIP2Config
 from gateway.register import Register
 from gateway.register.errors import RegisterError
 from gateway.register.views import Actor, Decision, DecisionRequest, Reason, TerminalView
-from gateway.register_calls import RegisterCalls
+from gateway.blocking import RegisterCalls
 from gateway.sip2 import answers
 from protocols.sip2 import Message
 

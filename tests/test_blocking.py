@@ -10,7 +10,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
-from gateway.register_calls import RegisterCalls
+from gateway.blocking import RegisterCalls
 
 
 def _settle(d: defer.Deferred) -> defer.Deferred:
