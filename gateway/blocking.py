@@ -15,11 +15,14 @@ own thread-pool job, so that they never hold up a batch and several hashes run i
 
 Every call is bounded in time: a register that does not answer within ``timeout`` seconds fails the
 call with ``defer.TimeoutError``, and a call that timed out while still queued is never started, so
-a hung database does not pile up work.
+a hung database does not pile up work. A call also carries its deadline into the register (less a
+margin for the commit itself), which rolls back rather than commit late: a caller answered with a
+failure finds nothing committed.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -28,10 +31,13 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from gateway.register.store import deadline
+
 T = TypeVar("T")
 
-# (deferred, function, args, kwargs); kwargs None: an item for a ``call_many`` function
-_Call = tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any] | None]
+# (deferred, function, args, kwargs, commit-by as time.monotonic()); kwargs None: an item for a
+# ``call_many`` function
+_Call = tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any] | None, float]
 
 
 class RegisterCalls:
@@ -45,19 +51,22 @@ class RegisterCalls:
         self._queue: deque[_Call] = deque()
         self._deadlines: dict[Deferred[Any], float] = {}  # in the order the calls came
         self._tick = min(0.5, timeout / 4)
+        # A commit must start this long before the caller's deadline, so that it has finished (or
+        # not begun) by the time the sweep answers the caller with a timeout.
+        self._commit_margin = min(1.0, timeout / 8)
         self._sweeper: Any = None
         self._flush_scheduled = False
 
     # ------------------------------------------------------------------ the reactor side
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         """Run a quick blocking call with the next batch."""
-        return self._enqueue((Deferred(), fn, args, kwargs))
+        return self._enqueue((Deferred(), fn, args, kwargs, self._commit_by()))
 
     def call_many(self, fn_many: Callable[[list[Any]], list[Any]], item: Any) -> Deferred[Any]:
         """Put ``item`` with the next batch; the batch hands all items queued for ``fn_many`` to one
         call of it, which returns one outcome per item, in order: a result, or an exception for
         that item alone. If ``fn_many`` itself raises, each of its items fails with that error."""
-        return self._enqueue((Deferred(), fn_many, (item,), None))
+        return self._enqueue((Deferred(), fn_many, (item,), None, self._commit_by()))
 
     def _enqueue(self, call: _Call) -> Deferred[Any]:
         self._queue.append(call)
@@ -69,8 +78,11 @@ class RegisterCalls:
     def call_alone(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         """Run a slow blocking call (a PIN or password hash) in its own thread-pool job."""
         d: Deferred[T] = Deferred()
-        self.reactor.getThreadPool().callInThread(self._run, [(d, fn, args, kwargs)], False)
+        self.reactor.getThreadPool().callInThread(self._run, [(d, fn, args, kwargs, self._commit_by())], False)
         return self._bounded(d)
+
+    def _commit_by(self) -> float:
+        return time.monotonic() + self.timeout - self._commit_margin
 
     def _bounded(self, d: Deferred[T]) -> Deferred[T]:
         # One timer for all calls (a sweep a few times per timeout), not a timer per call.
@@ -129,19 +141,22 @@ class RegisterCalls:
     def _run(self, batch: list[_Call], counted: bool) -> None:
         results: list[tuple[bool, Any]] = [(False, None)] * len(batch)
         together: dict[Callable[..., Any], list[int]] = {}
-        for n, (d, fn, args, kwargs) in enumerate(batch):
+        for n, (d, fn, args, kwargs, commit_by) in enumerate(batch):
             if d.called:  # timed out before its turn: do not start it
                 results[n] = (False, Failure(defer.CancelledError("register call abandoned")))
             elif kwargs is None:
                 together.setdefault(fn, []).append(n)
             else:
                 try:
-                    results[n] = (True, fn(*args, **kwargs))
+                    with deadline(commit_by):
+                        results[n] = (True, fn(*args, **kwargs))
                 except BaseException:  # noqa: BLE001 - handed to the caller's errback, as deferToThread does
                     results[n] = (False, Failure())
         for fn_many, members in together.items():
             try:
-                outcomes = fn_many([batch[n][2][0] for n in members])
+                # One transaction for the group: it commits only while every member's caller waits.
+                with deadline(min(batch[n][4] for n in members)):
+                    outcomes = fn_many([batch[n][2][0] for n in members])
                 if len(outcomes) != len(members):
                     raise RuntimeError(f"{fn_many!r} returned {len(outcomes)} outcomes for {len(members)} items")
             except BaseException:  # noqa: BLE001

@@ -9,21 +9,18 @@ a thread pool.
 from __future__ import annotations
 
 import ipaddress
-import threading
 import unicodedata
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, or_, select, text, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session, object_session, selectinload, sessionmaker
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, object_session, selectinload
 
 from gateway.register import crypto
+from gateway.register.store import Store
 from gateway.register.errors import (
     AlreadyExists,
     AuthenticationFailed,
@@ -160,19 +157,6 @@ class _Facts:
         return getattr(self.row, name)
 
 
-@contextmanager
-def _unavailable_on_trouble() -> Iterator[None]:
-    """A database that cannot be reached (or dropped the connection) is RegisterUnavailable."""
-    try:
-        yield
-    except OperationalError as exc:
-        raise RegisterUnavailable("the register database does not answer; try again shortly") from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise RegisterUnavailable("the register database does not answer; try again shortly") from exc
-        raise
-
-
 def _reason(facts: _Facts, pin_result: PinCheck | None, door: bool, pin_required: bool, now: datetime) -> Reason:
     """The door decision of sip2.md A.4 from the facts about a known card: the first rule that
     refuses, in the order of the table, else GRANTED."""
@@ -286,41 +270,16 @@ class Register:
         self.engine = engine
         self.keys = keys
         self.settings = settings or Settings()
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._postgres = engine.dialect.name == "postgresql"
+        self.store = Store(engine)
+        self._postgres = self.store.postgres
         # A hash to spend time on when a login is unknown, so timing does not tell.
         self._decoy_hash = crypto.hash_secret("decoy", self.settings.pin_hash_cost)
-        # SQLite lets one writer in at a time, and makes the others poll with growing sleeps (up to
-        # 100 ms each). Threads of this process queue on a lock instead and are handed the database
-        # at once; other processes still meet SQLite's busy timeout.
-        self._writer: AbstractContextManager[Any] = threading.RLock() if engine.dialect.name == "sqlite" else nullcontext()
-
-    # ------------------------------------------------------------------ plumbing
-    @contextmanager
-    def _tx(self) -> Iterator[Session]:
-        """One transaction; database connection trouble becomes RegisterUnavailable."""
-        with _unavailable_on_trouble():
-            try:
-                with self._writer, self._sessions.begin() as session:
-                    yield session
-            except StaleDataError:
-                raise VersionConflict("the patron was changed by someone else meanwhile; fetch it again and retry") from None
-
-    @contextmanager
-    def _core_tx(self) -> Iterator[Connection]:
-        """One transaction on a plain connection, for the batch paths that need no ORM session."""
-        with _unavailable_on_trouble(), self._writer, self.engine.begin() as conn:
-            yield conn
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        """A connection for read-only work: no write lock on SQLite; trouble becomes RegisterUnavailable."""
-        with _unavailable_on_trouble(), self.engine.connect().execution_options(read_only=True) as conn:
-            yield conn
+        self._tx = self.store.session
+        self._core_tx = self.store.core
+        self._read = self.store.read
 
     def ping(self) -> None:
-        with self._read() as conn:
-            conn.execute(text("SELECT 1"))
+        self.store.ping()
 
     def _audit(
         self, s: Session, actor: Actor, action: str, outcome: str, *,
@@ -509,10 +468,6 @@ class Register:
             return self._library_view(self._library(s, isil))
 
     # ------------------------------------------------------------------ number series
-    def _lock_series(self, s: Session) -> None:
-        if self._postgres:
-            s.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
-
     def reserve_series(
         self, actor: Actor, isil: str, *, count: int | None = None, first: str | None = None, last: str | None = None,
     ) -> SeriesView:
@@ -522,7 +477,7 @@ class Register:
             raise _bad("give either a count or both a first and a last card number")
         with self._tx() as s:
             lib = self._library(s, isil)
-            self._lock_series(s)
+            self.store.lock_series(s)
             taken = s.execute(select(NumberSeries.first_number, NumberSeries.last_number).order_by(NumberSeries.first_number)).all()
             if count is not None:
                 if not 1 <= count <= MAX_CARD:
