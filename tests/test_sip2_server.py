@@ -6,16 +6,22 @@ from __future__ import annotations
 import time
 
 import pytest
+import pytest_twisted
 from sip2_server_helpers import (
     BERGEN_PATRON, BLOCKED, CHILD, DRE, FOREIGN, KARI, KARI_NAME, LOCKED, LOST, NO_AGREEMENT, PASSWORD, PIN,
     REPLACED, REVOKED, SECRET, UNKNOWN, WRONG_PIN, D, checksum_ok, fields, logs, matches, no_daemon_failures,
     over_tcp, patron_enable, patron_information, patron_status, servers, signed, sip, sip2_template,
 )
 from register_helpers import BERGEN, OSLO
+from twisted.internet import reactor, task
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
+from gateway.blocking import RegisterCalls
+from gateway.config import SIP2Config
 from gateway.register.views import OPERATOR, Reason
-from gateway.sip2 import LoginThrottle, answers
-from twisted.internet import reactor
+from gateway.sip2 import LoginThrottle, Phase, SIP2Factory, SIP2Protocol, answers, handlers
 
 __all__ = ["logs", "no_daemon_failures", "servers", "sip", "sip2_template"]  # fixtures
 
@@ -523,3 +529,66 @@ def test_a_client_that_half_closes_still_gets_every_answer(sip):
         c.sock.shutdown(socket.SHUT_WR)
         assert c.closed()
         assert [f[:3] for f in c.buffer.split(b"\r")] == [b"941", b"98Y", b"24 ", b"36Y", b""]
+
+
+# ---------------------------------------------------------------------- the connection's phase
+async def until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await task.deferLater(reactor, 0.01, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_connection_phase_follows_login_calls_half_close_and_loss(sip):
+    proto = sip.factory.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    assert proto.phase is Phase.AWAITING_LOGIN and not proto.closing
+    proto.dataReceived(f"9300CNkiosk1|CO{PASSWORD}|\r".encode())
+    assert proto.phase is Phase.BUSY  # the password is being checked
+    await until(lambda: proto.phase is not Phase.BUSY)
+    assert (proto.phase, transport.value()) == (Phase.READY, b"941\r")
+    transport.clear()
+    proto.dataReceived((patron_status(KARI) + "\r9900302.00\r").encode())
+    assert proto.phase is Phase.BUSY  # the register decides; the 99 waits its turn
+    proto.readConnectionLost()  # half-closed while busy: what was sent is still answered
+    assert proto.phase is Phase.BUSY and not transport.disconnecting
+    await until(lambda: proto.phase is Phase.DRAINING)
+    assert [f[:3] for f in transport.value().split(b"\r")] == [b"24 ", b"98Y", b""]
+    assert transport.disconnecting and not transport.disconnected  # closed gracefully, not aborted
+    assert proto.closing
+    proto.dataReceived(patron_status(KARI).encode() + b"\r")  # nothing more is handled
+    assert proto.phase is Phase.DRAINING and not proto.pending
+    proto.connectionLost(Failure(ConnectionDone()))
+    assert proto.phase is Phase.CLOSED and sip.factory.connections == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_connection_phase_when_idle_or_refused(sip):
+    ready = sip.factory.buildProtocol(None)
+    ready.makeConnection(StringTransport())
+    ready.dataReceived(f"9300CNkiosk1|CO{PASSWORD}|\r".encode())
+    await until(lambda: ready.phase is Phase.READY)
+    ready.readConnectionLost()  # nothing waiting: draining at once
+    assert ready.phase is Phase.DRAINING and ready.transport.disconnecting
+    ready.connectionLost(Failure(ConnectionDone()))
+    assert ready.phase is Phase.CLOSED
+
+    refused = sip.factory.buildProtocol(None)
+    refused.makeConnection(StringTransport())
+    refused.dataReceived(patron_status(KARI).encode() + b"\r")  # not 93 first: aborted
+    assert refused.phase is Phase.CLOSED and refused.transport.disconnected and not refused.transport.value()
+    refused.connectionLost(Failure(ConnectionDone()))
+    assert sip.factory.connections == 0
+
+
+def test_handlers_table_and_a_shared_pool_of_register_calls(sip):
+    assert set(handlers.HANDLERS) == set(answers.ANSWERED) - {"97"} | answers.CIRCULATION
+    assert {handlers.HANDLERS[code] for code in answers.CIRCULATION} == {handlers.circulation}
+    pool = RegisterCalls(reactor, timeout=3.0)
+    shared = SIP2Factory(sip.register, reactor, SIP2Config(), calls=pool)
+    assert shared.calls is pool and shared.in_flight == 0
+    assert SIP2Factory(sip.register, reactor, SIP2Config(), register_timeout=4.0).calls.timeout == 4.0
+    limits = (SIP2Protocol.MAX_LOGIN_FAILURES, SIP2Protocol.PAUSE_AT, SIP2Protocol.MAX_PENDING, SIP2Protocol.LINGER)
+    assert limits == (3, 16, 256, 2.0)

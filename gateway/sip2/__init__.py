@@ -4,6 +4,6 @@
 the failed-login throttle and the connection limit are per daemon, not per port.
 """
 
-from gateway.sip2.protocol import LoginThrottle, SIP2Factory, SIP2Protocol
+from gateway.sip2.protocol import LoginThrottle, Phase, SIP2Factory, SIP2Protocol
 
-__all__ = ["LoginThrottle", "SIP2Factory", "SIP2Protocol"]
+__all__ = ["LoginThrottle", "Phase", "SIP2Factory", "SIP2Protocol"]

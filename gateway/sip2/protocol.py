@@ -1,18 +1,19 @@
 """The SIP2 server: a thin Twisted adapter (sip2.md Part A).
 
-bytes → ``Framer`` → ``parse`` → one register call (in the reactor's thread pool) → ``answers`` →
-``encode`` → bytes. Requests on a connection are answered one at a time, in order. The reactor
-thread never waits; nothing but SIP2 messages is ever written to a client, and no PIN, password
-or national id is logged.
+bytes → ``Framer`` → ``parse`` → one handler (``handlers.HANDLERS``), one register call in the
+reactor's thread pool → ``answers`` → ``encode`` → bytes. Requests on a connection are answered one
+at a time, in order. The reactor thread never waits; nothing but SIP2 messages is ever written to a
+client, and no PIN, password or national id is logged.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any, TypeVar
 
-from twisted.internet import defer, interfaces, protocol
+from twisted.internet import interfaces, protocol
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -20,73 +21,55 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import protocols.sip2 as sip2
+from gateway.blocking import RegisterCalls
 from gateway.config import SIP2Config
 from gateway.register import Register
-from gateway.register.errors import RegisterError
-from gateway.register.views import Actor, Decision, DecisionRequest, Reason, TerminalView
-from gateway.blocking import RegisterCalls
-from gateway.sip2 import answers
+from gateway.register.views import Actor, Decision, DecisionRequest, TerminalView
+from gateway.sip2 import answers, handlers
+from gateway.sip2.handlers import Answer
+from gateway.sip2.throttle import LoginThrottle
 from protocols.sip2 import Message
 
 log = Logger(namespace="nlr.sip2")
 T = TypeVar("T")
 
-MAX_LOGIN_FAILURES = 3  # per connection, then it is closed (A.1)
-PAUSE_AT, MAX_PENDING = 16, 256  # pipelined frames: stop reading, then give up
-LINGER = 2.0  # seconds a closing connection waits for the client to read the last answers
 _CLOSE: Any = object()  # queue marker: close once everything before it is answered
-Answer = bytes | None
 
 
-class LoginThrottle:
-    """Failed logins per source address in a sliding window (A.1). Memory is bounded: the least
-    recently failing addresses are forgotten first."""
+class Phase(StrEnum):
+    """Where a SIP2 connection is; exactly one at a time (after wsproto's ``ConnectionState``)."""
 
-    def __init__(self, clock: Callable[[], float], limit: int = 10, window: float = 300.0,
-                 max_addresses: int = 10_000) -> None:
-        self.clock, self.limit, self.window, self.max_addresses = clock, limit, window, max_addresses
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def _recent(self, host: str) -> deque[float] | None:
-        times = self._failures.get(host)
-        if times is not None:
-            cutoff = self.clock() - self.window
-            while times and times[0] <= cutoff:
-                times.popleft()
-            if not times:
-                del self._failures[host]
-                return None
-        return times
-
-    def blocked(self, host: str) -> bool:
-        times = self._recent(host)
-        return times is not None and len(times) >= self.limit
-
-    def failed(self, host: str) -> None:
-        times = self._recent(host)
-        if times is None:
-            times = self._failures[host] = deque(maxlen=self.limit)
-        times.append(self.clock())
-        self._failures.move_to_end(host)
-        while len(self._failures) > self.max_addresses:
-            self._failures.popitem(last=False)
+    #: Open, no terminal logged in: only 93 and 99 are answered; anything else closes the connection.
+    AWAITING_LOGIN = "awaiting login"
+    #: A terminal is logged in; the next queued request is handled at once.
+    READY = "ready"
+    #: A register call for the current request is under way; later requests wait in the queue, in order.
+    BUSY = "busy"
+    #: Closing gracefully: no request is read or handled any more; the answers written go out, then
+    #: the connection closes (at once after a half-close, else after a FIN and at most ``LINGER`` s).
+    DRAINING = "draining"
+    #: Aborted or lost: nothing more is read or written.
+    CLOSED = "closed"
 
 
 class SIP2Factory(protocol.Factory):
     """Shared by every SIP2 listener: the register, the settings, the login throttle, the count of
-    open connections and the last known database state (answered to a 99 before login)."""
+    open connections and the last known database state (answered to a 99 before login).
+
+    ``calls`` is the daemon's one pool of register calls, when it shares one between SIP2, NCIP and
+    the health check; without it the factory makes its own, bounded by ``register_timeout``."""
 
     noisy = False
 
     def __init__(self, register: Register, reactor: Any, settings: SIP2Config, *,
                  register_timeout: float = 8.0, max_connections: int = 10_000,
-                 throttle: LoginThrottle | None = None) -> None:
+                 throttle: LoginThrottle | None = None, calls: RegisterCalls | None = None) -> None:
         self.register, self.reactor, self.settings = register, reactor, settings
         self.register_timeout = register_timeout
         self.max_connections = max_connections
         self.throttle = throttle or LoginThrottle(reactor.seconds)
         self.connections = 0
-        self.calls = RegisterCalls(reactor, timeout=register_timeout)
+        self.calls = calls if calls is not None else RegisterCalls(reactor, timeout=register_timeout)
         self.online = True
         self._last_full_log = 0.0
 
@@ -95,12 +78,12 @@ class SIP2Factory(protocol.Factory):
 
     @property
     def in_flight(self) -> int:
-        """Register calls queued or under way (shutdown waits for them)."""
+        """Register calls queued or under way (shutdown waits for them); of the whole pool, if shared."""
         return self.calls.in_flight
 
     def call(self, fn: Callable[..., T], *args: Any, slow: bool = False, **kwargs: Any) -> Deferred[T]:
-        """Blocking register work, bounded in time (a register that does not answer within
-        ``register_timeout`` fails the request, not the connection): quick calls go in batches,
+        """Blocking register work, bounded in time (a register that does not answer within the
+        pool's timeout fails the request, not the connection): quick calls go in batches,
         ``slow`` ones (a PIN or password to hash) each in their own thread job."""
         return (self.calls.call_alone if slow else self.calls.call)(fn, *args, **kwargs)
 
@@ -112,6 +95,15 @@ class SIP2Factory(protocol.Factory):
                                          door=question.door, pin_required=question.pin_required,
                                          institution=question.institution)
         return self.calls.call_many(self.register.decide_many, question)
+
+    def set_online(self, online: bool) -> None:
+        """What the last register call said about the database; a change is logged once."""
+        if online != self.online:
+            self.online = online
+            if online:
+                log.info("the register database answers again: SIP2 service resumed")
+            else:
+                log.error("the register database does not answer: SIP2 answers 'register unavailable'")
 
     def full(self) -> bool:
         if self.connections <= self.max_connections:
@@ -126,16 +118,25 @@ class SIP2Factory(protocol.Factory):
 @implementer(interfaces.IHalfCloseableProtocol)
 class SIP2Protocol(protocol.Protocol, TimeoutMixin):
     """One terminal connection: the login gate, then requests answered strictly in order. A client
-    that half-closes (``printf … | nc``) still gets every answer before the connection closes."""
+    that half-closes (``printf … | nc``) still gets every answer before the connection closes.
+    ``phase`` says where the connection is; ``terminal`` says who is logged in."""
+
+    MAX_LOGIN_FAILURES = 3  # per connection, then it is closed (A.1)
+    PAUSE_AT = 16  # pipelined requests waiting: stop reading until half of them are answered
+    MAX_PENDING = 256  # pipelined requests waiting: give up on the connection
+    LINGER = 2.0  # seconds a closing connection waits for the client to read the last answers
 
     def __init__(self, factory: SIP2Factory) -> None:
         self.factory = factory
         self.callLater = factory.reactor.callLater  # for TimeoutMixin
         self.framer = sip2.Framer(factory.settings.max_message_bytes)
+        self.phase = Phase.AWAITING_LOGIN
         self.terminal: TerminalView | None = None
         self.actor: Actor | None = None
-        self.pending: deque[Any] = deque()
-        self.busy = self.closing = self.paused = self.seen_data = False
+        self.pending: deque[Any] = deque()  # frames not yet handled (and _CLOSE), in order
+        self.paused = False  # reading is paused: too many requests waiting
+        self.seen_data = False  # the first bytes have been checked for a TLS ClientHello
+        self.read_closed = False  # the client half-closed: it will send nothing more
         self.encrypted = False
         self.host = self.peer = "?"
         self.login_failures = self.bad_checksums = 0
@@ -144,7 +145,16 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         self._key: tuple[int | None, str] | None = None
         self._basis_logged = False
         self._linger: Any = None
-        self.read_closed = False
+
+    @property
+    def closing(self) -> bool:
+        """Draining or closed: no request is read or handled any more."""
+        return self.phase in (Phase.DRAINING, Phase.CLOSED)
+
+    def _settle(self) -> None:
+        """Between requests, the phase follows the login; a busy or closing phase is left alone."""
+        if self.phase in (Phase.AWAITING_LOGIN, Phase.READY):
+            self.phase = Phase.READY if self.terminal is not None else Phase.AWAITING_LOGIN
 
     # ------------------------------------------------------------------ connection
     def connectionMade(self) -> None:
@@ -154,14 +164,14 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         self.peer = f"{self.host}:{getattr(peer, 'port', '')}"
         self.encrypted = interfaces.ISSLTransport.providedBy(self.transport)
         if self.factory.full():
-            self.closing = True
+            self.phase = Phase.CLOSED
             self.transport.abortConnection()
             return
         self.setTimeout(self.factory.settings.login_timeout_seconds)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.factory.connections -= 1
-        self.closing = True
+        self.phase = Phase.CLOSED
         self.pending.clear()
         self.setTimeout(None)
         if self._linger is not None and self._linger.active():
@@ -188,7 +198,7 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
             return
         if why:
             log.warn("closing SIP2 connection from {peer} ({who}): {why}", peer=self.peer, who=self._who(), why=why)
-        self.closing = True
+        self.phase = Phase.CLOSED if abort else Phase.DRAINING
         self.pending.clear()
         self.setTimeout(None)
         if abort:
@@ -202,7 +212,7 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         getattr(self.transport, "loseWriteConnection", self.transport.loseConnection)()
         if self.paused:
             self.transport.resumeProducing()
-        self._linger = self.callLater(LINGER, self.transport.abortConnection)
+        self._linger = self.callLater(self.LINGER, self.transport.abortConnection)
 
     def _who(self) -> str:
         return self.terminal.login if self.terminal else "not logged in"
@@ -228,16 +238,16 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
             self.paused = True
         else:
             self.pending.extend(frames)
-            if len(self.pending) > MAX_PENDING:
-                self._close(f"more than {MAX_PENDING} pipelined requests waiting")
+            if len(self.pending) > self.MAX_PENDING:
+                self._close(f"more than {self.MAX_PENDING} pipelined requests waiting")
                 return
-            if len(self.pending) >= PAUSE_AT and not self.paused:
+            if len(self.pending) >= self.PAUSE_AT and not self.paused:
                 self.transport.pauseProducing()
                 self.paused = True
         self._pump()
 
     def _pump(self) -> None:
-        while not self.busy and self.pending and not self.closing:
+        while self.pending and self.phase in (Phase.AWAITING_LOGIN, Phase.READY):
             frame = self.pending.popleft()
             if frame is _CLOSE:
                 self._close(None, abort=False)
@@ -249,22 +259,22 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
                 self._close(None)
                 return
             if isinstance(result, Deferred):
-                self.busy = True
+                if not self.closing:
+                    self.phase = Phase.BUSY
                 result.addCallbacks(self._answered, self._broken)
                 return
             self._write(result)
-        if self.paused and not self.closing and len(self.pending) < PAUSE_AT // 2 and _CLOSE not in self.pending:
+        if self.paused and not self.closing and len(self.pending) < self.PAUSE_AT // 2 and _CLOSE not in self.pending:
             self.paused = False
             self.transport.resumeProducing()
 
     def _answered(self, data: Answer) -> None:
-        self.busy = False
-        if not self.closing:
+        if self.phase is Phase.BUSY:
+            self.phase = Phase.READY if self.terminal is not None else Phase.AWAITING_LOGIN
             self._write(data)
             self._pump()
 
     def _broken(self, failure: Failure) -> None:
-        self.busy = False
         log.failure("SIP2 request from {peer} failed; closing the connection", failure, peer=self.peer)
         self._close(None)
 
@@ -281,7 +291,7 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         except sip2.SIP2Error as exc:
             return self._unparsable(frame, exc)
         self.bad_checksums = 0
-        if self.terminal is not None:
+        if self.phase is Phase.READY:
             self.resetTimeout()
         if request.checksum_basis not in (None, "bytes") and not self._basis_logged:
             self._basis_logged = True
@@ -293,117 +303,37 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         self._key = (request.sequence, request.checksum) if request.checksum is not None else None
         if self._key is not None and self._key == self.last_key and self.last_response is not None:
             return self.last_response  # a retransmission: replay, never re-execute (B.7)
-        if self.terminal is None:
-            if code == "93":
-                return self._login(request)
-            if code == "99":
-                return self._respond(request, answers.status_answer(self.factory.online, "", answers.now()))
+        if self.phase is Phase.AWAITING_LOGIN and code not in handlers.BEFORE_LOGIN:
             self._close(f"message {code} before a successful login (93 must come first)")
             return None
-        return self._dispatch(request, self.terminal, self.actor or Actor("terminal", self.terminal.login))
+        handler = handlers.HANDLERS.get(code)
+        if handler is None:
+            log.warn("ignored SIP2 message {code} from {peer} ({who}): not a request", code=code, peer=self.peer,
+                     who=self._who())
+            return None
+        return handler(self, request)
 
-    def _dispatch(self, request: Message, terminal: TerminalView, actor: Actor) -> Answer | Deferred[Answer]:
-        code, register, call = request.code, self.factory.register, self.factory.call
-        if code in ("23", "63"):
-            question = DecisionRequest(actor, request.get("AA") or "", request.get("AD"), door=terminal.profile == "door",
-                                       pin_required=terminal.pin_required or terminal.profile == "door",
-                                       institution=request.get("AO") or None)
-            d = self.factory.decide(question)
-            return self._decision(d, lambda dec: answers.patron_answer(request, terminal, dec, answers.now()), request)
-        if code == "25":
-            d2 = call(register.self_activate, actor, request.get("AA") or "", request.get("AD"), slow=True)
-            return self._decision(d2, lambda res: answers.enable_answer(request, terminal, res[0], res[1], answers.now()),
-                                  request, lambda: (answers.unavailable(), True))
-        if code == "01":
-            d = call(register.block_card, actor, request.get("AA") or "", request.get("AL"),
-                     institution=request.get("AO") or None)
-            return self._decision(d, lambda dec: answers.block_answer(request, terminal, dec, answers.now()), request)
-        if code == "99":
-            def status(online: bool) -> Answer:
-                self._online(online)
-                return self._respond(request, answers.status_answer(online, terminal.library_isil, answers.now()))
+    # ------------------------------------------------------------------ the session, for the handlers
+    def logged_in(self, terminal: TerminalView) -> None:
+        """A successful 93: from now on the connection acts for ``terminal``'s library (A.1)."""
+        self.terminal, self.actor = terminal, Actor("terminal", terminal.login, terminal.library_isil)
+        self.login_failures = 0
+        self._settle()
+        self.setTimeout(self.factory.settings.idle_timeout_seconds)
+        log.info("SIP2 terminal {login} ({profile}, {library}) logged in from {peer}", login=terminal.login,
+                 profile=terminal.profile, library=terminal.library_isil, peer=self.peer)
 
-            ping = call(register.ping).addCallbacks(lambda _: True, lambda f: self._unavailable(f, False))
-            return ping.addCallback(status)
-        if code == "93":
-            return self._login(request)
-        if code == "35":
-            return self._respond(request, answers.end_session_answer(request, terminal, answers.now()))
-        if code in answers.CIRCULATION:
-            return self._respond(request, answers.circulation_refusal(request, answers.now()))
-        log.warn("ignored SIP2 message {code} from {peer} ({who}): not a request", code=code, peer=self.peer,
-                 who=terminal.login)
-        return None
-
-    def _decision(self, d: Deferred[T], answer: Callable[[T], Message], request: Message,
-                  fallback: Callable[[], T] | None = None) -> Deferred[Answer]:
-        def failed(failure: Failure) -> T:
-            self._unavailable(failure, None)
-            return fallback() if fallback else answers.unavailable()  # type: ignore[return-value]
-
-        def done(result: T) -> Answer:
-            dec = result[0] if isinstance(result, tuple) else result
-            if isinstance(dec, Decision):
-                self._online(dec.reason is not Reason.REGISTER_UNAVAILABLE)
-            return self._respond(request, answer(result))
-
-        return d.addErrback(failed).addCallback(done)
-
-    def _online(self, online: bool) -> None:
-        if online != self.factory.online:
-            self.factory.online = online
-            if online:
-                log.info("the register database answers again: SIP2 service resumed")
-            else:
-                log.error("the register database does not answer: SIP2 answers 'register unavailable'")
-
-    def _unavailable(self, failure: Failure, value: T) -> T:
-        """A register call that failed or timed out: logged (type only: an error's text may quote
-        parameters), and the request answered as "register unavailable"."""
-        if not failure.check(RegisterError, defer.TimeoutError, defer.CancelledError):
-            log.failure("unexpected error in a register call for {peer}", failure, peer=self.peer)
-        elif self.factory.online:  # the first failure says why; the state line below says the rest
-            log.warn("register call for SIP2 {peer} failed: {error}", peer=self.peer, error=failure.type.__name__)
-        self._online(False)
-        return value
-
-    # ------------------------------------------------------------------ login (A.1)
-    def _login(self, request: Message) -> Answer | Deferred[Answer]:
-        if self.factory.throttle.blocked(self.host):
-            log.warn("SIP2 login from {peer} refused: too many failed logins from this address", peer=self.peer)
-            return self._login_failed(request)
-        if request.fixed.get("uid_algorithm", "0") not in "0 " or request.fixed.get("pwd_algorithm", "0") not in "0 ":
-            return self._login_failed(request, "encrypted login algorithms are not supported")
-        d = self.factory.call(self.factory.register.terminal_login, request.get("CN") or "", request.get("CO") or "",
-                              source=self.host, encrypted=self.encrypted, slow=True)
-
-        def done(result: tuple[TerminalView | None, str]) -> Answer:
-            terminal, outcome = result
-            self._online(True)
-            if terminal is None:
-                return self._login_failed(request, outcome)
-            self.terminal, self.actor = terminal, Actor("terminal", terminal.login, terminal.library_isil)
-            self.login_failures = 0
-            self.setTimeout(self.factory.settings.idle_timeout_seconds)
-            log.info("SIP2 terminal {login} ({profile}, {library}) logged in from {peer}", login=terminal.login,
-                     profile=terminal.profile, library=terminal.library_isil, peer=self.peer)
-            return self._respond(request, answers.login_answer(True))
-
-        def failed(failure: Failure) -> Answer:
-            self._unavailable(failure, None)
-            return self._respond(request, answers.login_answer(False))  # not the terminal's fault: no strike
-
-        return d.addCallbacks(done, failed)
-
-    def _login_failed(self, request: Message, why: str | None = None) -> Answer:
+    def login_failed(self, request: Message, why: str | None = None) -> Answer:
+        """A failed 93: logged out, one strike (for the connection and the address), answered 940."""
         self.terminal = self.actor = None
+        self._settle()
         self.login_failures += 1
         self.factory.throttle.failed(self.host)
         if why:
             log.warn("SIP2 login from {peer} failed ({why}); failure {n} of {max}", peer=self.peer, why=why,
-                     n=self.login_failures, max=MAX_LOGIN_FAILURES)
-        answer = self._respond(request, answers.login_answer(False))
-        if self.login_failures >= MAX_LOGIN_FAILURES:
+                     n=self.login_failures, max=self.MAX_LOGIN_FAILURES)
+        answer = self.respond(request, answers.login_answer(False))
+        if self.login_failures >= self.MAX_LOGIN_FAILURES:
             log.warn("closing SIP2 connection from {peer}: {n} failed logins", peer=self.peer, n=self.login_failures)
             self.pending.clear()
             self.pending.append(_CLOSE)
@@ -424,27 +354,27 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
 
     def _unparsable(self, frame: bytes, exc: sip2.SIP2Error) -> Answer | Deferred[Answer]:
         code = exc.command or ""
-        if self.terminal is None:
+        if self.phase is Phase.AWAITING_LOGIN:
             self._close(f"unreadable message before login ({exc.reason})")
             return None
         self.resetTimeout()
         layout = sip2.LAYOUTS.get(code)
         if layout is None or layout.response is None:
             log.warn("ignored SIP2 input from {peer} ({who}): {why}, {n} bytes", peer=self.peer,
-                     who=self.terminal.login, why=exc.reason, n=len(frame))
+                     who=self._who(), why=exc.reason, n=len(frame))
             return None
         log.warn("refused unreadable SIP2 message {code} from {peer} ({who}): {why}", code=code, peer=self.peer,
-                 who=self.terminal.login, why=exc.reason)
+                 who=self._who(), why=exc.reason)
         self._key = None
         if code == "99":  # a malformed status request still gets the status
-            return self._dispatch(Message("99"), self.terminal, self.actor or Actor("terminal", self.terminal.login))
-        return self._respond(Message(code), answers.invalid_refusal(code, answers.now()))
+            return handlers.status(self, Message("99"))
+        return self.respond(Message(code), answers.invalid_refusal(code, answers.now()))
 
     # ------------------------------------------------------------------ bytes out
     def _terminator(self) -> bytes:
         return b"\r\n" if self.terminal is not None and self.terminal.terminator == "CRLF" else b"\r"
 
-    def _respond(self, request: Message, message: Message) -> bytes:
+    def respond(self, request: Message, message: Message) -> bytes:
         """Encode in the terminal's encoding and error-detection style; remember it for 97 and
         for replaying a retransmitted request."""
         encoding = self.terminal.encoding if self.terminal else "utf-8"

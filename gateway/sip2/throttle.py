@@ -1,0 +1,41 @@
+"""The failed-login throttle shared by every SIP2 listener of a daemon (sip2.md A.1)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+
+class LoginThrottle:
+    """Failed logins per source address in a sliding window (A.1). Memory is bounded: the least
+    recently failing addresses are forgotten first."""
+
+    def __init__(self, clock: Callable[[], float], limit: int = 10, window: float = 300.0,
+                 max_addresses: int = 10_000) -> None:
+        self.clock, self.limit, self.window, self.max_addresses = clock, limit, window, max_addresses
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, host: str) -> deque[float] | None:
+        times = self._failures.get(host)
+        if times is not None:
+            cutoff = self.clock() - self.window
+            while times and times[0] <= cutoff:
+                times.popleft()
+            if not times:
+                del self._failures[host]
+                return None
+        return times
+
+    def blocked(self, host: str) -> bool:
+        times = self._recent(host)
+        return times is not None and len(times) >= self.limit
+
+    def failed(self, host: str) -> None:
+        times = self._recent(host)
+        if times is None:
+            times = self._failures[host] = deque(maxlen=self.limit)
+        times.append(self.clock())
+        self._failures.move_to_end(host)
+        while len(self._failures) > self.max_addresses:
+            self._failures.popitem(last=False)
+
