@@ -8,7 +8,6 @@ one line ``error: …`` on stderr; 1 anything else. Secrets come from stdin (``-
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import getpass
 import json
 import os
@@ -18,9 +17,11 @@ from datetime import date
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from gateway.config import Config, ConfigError, load_config
-# Light modules: the database layer loads only when a command needs the register.
+# Light modules: the database layer loads only when a command needs the register, and then through
+# register-level functions (this module imports no SQLAlchemy, not even inside functions).
 from gateway.register.identifiers import normalise_isil
 from gateway.register.views import OPERATOR, PERMISSIONS, jsonable
+from gateway.runtime import Failure, open_configured_register
 
 if TYPE_CHECKING:
     from gateway.register import Register
@@ -31,10 +32,6 @@ PERMISSIONS_HELP = ", ".join(PERMISSIONS)  # for --help
 
 class UsageError(Exception):
     """Bad command-line input: exit status 2."""
-
-
-class Failure(Exception):
-    """Anything else that stops a command: exit status 1."""
 
 
 _SECRET_WORDS = ("pin", "password", "passwd", "token", "secret")
@@ -149,22 +146,16 @@ def _patron_text(p: PatronView) -> str:
 # ---------------------------------------------------------------------- commands
 def cmd_init(args: argparse.Namespace, config: Config) -> None:
     from gateway.register.crypto import KeyRing
-    from gateway.register.database import make_engine, upgrade
+    from gateway.register.errors import RegisterUnavailable
+    from gateway.register.schema import initialise
 
     _, created = KeyRing.load_or_create(config.keys_path)
     if not args.json:
         print(f"keys: {'created' if created else 'kept'} {config.keys_path}")
-    engine = make_engine(config.database_url, connect_timeout=config.database.connect_timeout)
     try:
-        before, after = upgrade(engine)
-    except Exception as exc:  # noqa: BLE001 - one clear line, no traceback
-        from sqlalchemy.exc import OperationalError
-
-        if isinstance(exc, OperationalError):
-            raise Failure(_database_down(exc)) from None
-        raise
-    finally:
-        engine.dispose()
+        before, after = initialise(config.database_url, connect_timeout=config.database.connect_timeout)
+    except RegisterUnavailable as exc:
+        raise Failure(str(exc)) from None
     if args.json:
         print(json.dumps({"keys_file": str(config.keys_path), "keys": "created" if created else "kept",
                           "schema_before": before, "schema": after}, indent=2))
@@ -555,31 +546,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_count, default=500)
     add(keys, "status", cmd_keys_status, "which keys seal how many national ids", json_=True)
     return parser
-
-
-def _database_down(exc: BaseException) -> str:
-    """One line for a database that cannot be used, with the driver's reason (never SQL or parameters)."""
-    cause = getattr(exc, "orig", None) or exc
-    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else cause.__class__.__name__
-    return f"the database does not answer ({reason[:200]}); check database.url and that the server runs"
-
-
-def open_configured_register(config: Config) -> Register:
-    """The register the config names, checked to answer and to have the current schema."""
-    from gateway.register import Settings, open_register
-    from gateway.register.database import schema_is_current
-
-    register = open_register(
-        config.database_url, config.keys_path,
-        Settings(**dataclasses.asdict(config.register)),  # the config's register section, key for key
-        pool_size=config.database.pool_size, connect_timeout=config.database.connect_timeout)
-    try:
-        current = schema_is_current(register.engine)
-    except Exception as exc:  # noqa: BLE001
-        raise Failure(_database_down(exc)) from None
-    if not current:
-        raise Failure("the register's schema is missing or old; run `nlr init` first")
-    return register
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from datetime import date
+from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
-from gateway.register import Register
 from gateway.register.errors import AlreadyExists
-from gateway.register.models import Card
 from gateway.register.views import OPERATOR
+
+if TYPE_CHECKING:  # this module imports no SQLAlchemy: the register's own functions query for it
+    from gateway.register import Register
 
 DEMO_PIN = "1234"
 
@@ -77,7 +77,8 @@ def load_demo(register: Register) -> Iterator[tuple[str, str]]:
     card number that is taken (even by a deleted patron) is left alone.
     """
     # The demo registers synthetic numbers whatever the config says: they cannot be real people.
-    demo = Register(register.engine, register.keys, dataclasses.replace(register.settings, allow_synthetic_ids=True))
+    demo = type(register)(register.engine, register.keys,
+                          dataclasses.replace(register.settings, allow_synthetic_ids=True))
     for isil, name, settings in LIBRARIES:
         try:
             demo.add_library(OPERATOR, isil, name, **settings)
@@ -91,8 +92,9 @@ def load_demo(register: Register) -> Iterator[tuple[str, str]]:
             yield f"series {first}-{last} for {isil}", "reserved"
         else:
             yield f"series {first}-{last} for {isil}", "already there"
-    with register.engine.connect() as conn:
-        taken = set(conn.scalars(select(Card.number).where(Card.number.in_([p[0] for p in PATRONS]))))
+    from gateway.register.lookups import cards_in_use
+
+    taken = cards_in_use(register, [p[0] for p in PATRONS])
     for card, isil, surname, given, birth, ind, extra in PATRONS:
         if card in taken:
             yield f"patron {card} {given} {surname}", "already there"
