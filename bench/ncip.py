@@ -3,7 +3,7 @@
     .venv/bin/python bench/ncip.py [--patrons 100000] [--seconds 5] [--clients 10,100] [--backends sqlite,postgres]
 
 For each backend the patrons are loaded in bulk (as bench/register.py does; not measured), then a
-server process runs the daemon's own site (`gateway.server.build_site`, thread pool as `nlr serve`
+server process runs the daemon's own site (`gateway.web.site.build_site`, thread pool as `nlr serve`
 sizes it) and, beside it in the same reactor, a minimal twisted.web resource that answers every
 POST with a fixed NCIP response: the ceiling of twisted.web on this machine, measured in the same
 run, twice: on a default ``Site``, and on a lean one that, like the gateway's, does not parse form
@@ -55,7 +55,7 @@ def serve(url: str, keys: str, pin_cost: int) -> None:
     from twisted.internet import reactor
     from twisted.web import resource, server
 
-    from gateway.server import build_site
+    from gateway.web.site import build_site
 
     fixed_answer = (EXAMPLES / "03-LookupUserResponse-success.xml").read_bytes()
 

@@ -1,6 +1,6 @@
 """The NCIP gateway over real HTTP (tests/test_ncip_gateway*.py).
 
-`gateway` is the daemon's own site (`gateway.server.build_site`) listening on 127.0.0.1:0 in the test
+`gateway` is the daemon's own site (`gateway.web.site.build_site`) listening on 127.0.0.1:0 in the test
 process, over a fresh register (SQLite and PostgreSQL) that holds the libraries, series, patron and
 API clients of the examples in tests/data/ncip/examples. `Gateway.post` sends a request with
 twisted.web's Agent and validates every XML response against ncip_v2_02.xsd.
@@ -30,7 +30,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 
 from gateway.register import Register
 from gateway.register.views import OPERATOR
-from gateway.server import build_site
+from gateway.web.site import build_site
 from protocols.ncip import schemes
 
 DATA = Path(__file__).resolve().parent / "data" / "ncip"

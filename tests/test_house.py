@@ -54,3 +54,16 @@ def test_the_command_line_and_the_demo_never_import_sqlalchemy_even_later(module
     assert not direct, f"gateway/{module} imports {sorted(direct)}"
     internals = {"gateway.register.database", "gateway.register.models", "gateway.register.register"}
     assert not imported & internals, f"gateway/{module} imports {sorted(imported & internals)}"
+
+
+def test_the_daemon_does_not_import_the_command_line() -> None:
+    loaded = _loaded_after(["gateway.server", "gateway.web.site", "gateway.sip2", "gateway.ncip", "gateway.runtime"])
+    assert "gateway.server" in loaded and "gateway.cli" not in loaded
+
+
+def test_only_the_command_line_imports_itself() -> None:
+    """No module under gateway/ but cli.py imports gateway.cli, at the top or inside a function."""
+    offenders = [str(path.relative_to(REPO)) for path in sorted(GATEWAY.rglob("*.py"))
+                 if path != GATEWAY / "cli.py"
+                 and any(name == "gateway.cli" or name.startswith("gateway.cli.") for name in _imported_names(path))]
+    assert not offenders

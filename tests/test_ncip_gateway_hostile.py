@@ -9,19 +9,18 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from ncip_gateway_helpers import (
-    KARI, KARI_NID, card, create_user, example, gateway, lookup_user, message, serve, user_id,
+    KARI, KARI_NID, card, create_user, example, lookup_user, message, serve, user_id,
 )
-from register_helpers import BERGEN
+from register_helpers import BERGEN, TEST_SETTINGS
 from twisted.internet import protocol, reactor
 from twisted.logger import formatEvent, globalLogPublisher
 
-from gateway.register import Register, Settings
+from gateway.register import Register
 from gateway.register.crypto import KeyRing
 from gateway.register.database import make_engine
 from gateway.register.views import OPERATOR
 from protocols.ncip import schemes
 
-__all__ = ["gateway"]  # the fixture
 
 SYNTAX = (schemes.Scheme.MESSAGING_ERROR, "Invalid Message Syntax Error")
 AGENCY_FAILED = (schemes.Scheme.GENERAL_PROCESSING_ERROR, "Agency Authentication Failed")
@@ -168,8 +167,7 @@ async def test_a_bug_answers_without_a_stack_trace(gateway, monkeypatch):
 ], ids=["sqlite", "postgres"])
 @pytest_twisted.ensureDeferred
 async def test_register_unavailable(keys_path: Path, tmp_path: Path, url: str):
-    down = Register(make_engine(url.format(tmp=tmp_path), connect_timeout=2), KeyRing.load(keys_path),
-                    Settings(allow_synthetic_ids=True, pin_hash_cost=10))
+    down = Register(make_engine(url.format(tmp=tmp_path), connect_timeout=2), KeyRing.load(keys_path), TEST_SETTINGS)
     gw = serve(down, {"oslo": "nlr_some-token"})
     try:
         for body in (example("01"), example("02"), example("07"), example("09"), example("11"), example("14")):
@@ -219,7 +217,7 @@ async def test_broken_forms(gateway, content_type, body):
 def test_a_huge_body_is_not_kept(register):
     """What twisted.web receives of a body beyond the cap is dropped on arrival: no 10 MB in memory or
     in a spool file per hostile request (the answer is 'too large' all the same, see above)."""
-    from gateway.server import build_site
+    from gateway.web.site import build_site
 
     site = build_site(register, reactor, max_body_bytes=1000)
     for declared in (None, 10 * 1024 * 1024):
@@ -232,7 +230,6 @@ def test_a_huge_body_is_not_kept(register):
     small.write(b"<a/>")
     small.seek(0)
     assert small.read() == b"<a/>"
-
 
 
 @pytest_twisted.ensureDeferred

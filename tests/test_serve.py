@@ -28,7 +28,7 @@ import pytest
 from db_proxy import DatabaseProxy
 
 from gateway.config import Config, ConfigError, HTTPConfig, SIP2Config
-from gateway.server import check_config, check_listen, resolve_endpoint, with_backlog
+from gateway.endpoints import check_config, check_listen, resolve_endpoint, with_backlog
 
 REPO = Path(__file__).resolve().parent.parent
 DB_DOWN_URL = "postgresql+psycopg://postgres@127.0.0.1:1/x"
@@ -379,3 +379,23 @@ def test_check_config_accepts_and_parses(tmp_path: Path) -> None:
     parsed = check_config(config, reactor)
     assert [d for d, _ in parsed["http"]] == ["tcp:0:interface=127.0.0.1"]
     assert [d for d, _ in parsed["sip2"]] == ["tcp:0:interface=0.0.0.0"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_daemon_has_one_pool_of_register_calls(register: Any, tmp_path: Path) -> None:
+    """The SIP2 listeners, /ncip and /healthz share one RegisterCalls (one batch job, one timeout,
+    one count for shutdown to wait on)."""
+    from twisted.internet import reactor
+
+    from gateway.server import Listener, build_service
+
+    config = Config(http=HTTPConfig(listen=["tcp:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.2"]),
+                    sip2=SIP2Config(listen=["tcp:0:interface=127.0.0.1"]), base_dir=tmp_path)
+    top = build_service(config, register, reactor)
+    listeners = list(top)
+    assert all(isinstance(listener, Listener) for listener in listeners) and len(listeners) == 3
+    site, sip2 = top.site, listeners[-1].factory  # type: ignore[attr-defined]
+    assert {id(listener.factory) for listener in listeners} == {id(site), id(sip2)}
+    pools = {id(top.calls), id(sip2.calls), id(site.resource.children[b"healthz"].calls),  # type: ignore[attr-defined]
+             id(site.resource.children[b"ncip"].calls)}
+    assert len(pools) == 1 and top.calls.timeout == 8.0  # type: ignore[attr-defined]

@@ -74,12 +74,15 @@ class NCIPResource(resource.Resource):
     isLeaf = True
 
     def __init__(self, register: Register, reactor: Any, *, max_body_bytes: int = ncip.MAX_SIZE,
-                 register_timeout: float = 8.0) -> None:
+                 calls: RegisterCalls | None = None, register_timeout: float = 8.0) -> None:
+        """``calls`` is the daemon's pool of register calls (shared with the SIP2 listeners and
+        ``/healthz``); without one the resource gets its own, whose calls time out after
+        ``register_timeout`` seconds."""
         super().__init__()
         self.reactor = reactor
         self.max_body_bytes = max_body_bytes
         self.responder = Responder(register, max_body_bytes=max_body_bytes)
-        self.calls = RegisterCalls(reactor, timeout=register_timeout)
+        self.calls = RegisterCalls(reactor, timeout=register_timeout) if calls is None else calls
 
     def render(self, request: server.Request) -> Any:
         return self.render_POST(request) if request.method == b"POST" else self.not_allowed(request)

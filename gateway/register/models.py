@@ -113,6 +113,9 @@ class Patron(Base):
     pin_hash: Mapped[str | None] = mapped_column(String(200))
     pin_failures: Mapped[int] = mapped_column(Integer, default=0)
     pin_locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # PIN checks claimed and not yet settled (see gateway.register.pins), and when the newest was.
+    pin_pending: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    pin_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     blocked: Mapped[bool] = mapped_column(Boolean, default=False)
     block_reason: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

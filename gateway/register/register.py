@@ -11,15 +11,15 @@ from __future__ import annotations
 import ipaddress
 import unicodedata
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session, selectinload
 
-from gateway.register import crypto
+from gateway.register import crypto, pins
 from gateway.register.store import Store
 from gateway.register.errors import (
     AlreadyExists,
@@ -366,7 +366,7 @@ class Register:
         return self._assemble_view(p, cards, acts, number, with_national_id)
 
     def _load_views(self, conn: Connection, wanted: list[tuple[int, str | None]], *,
-                    with_national_id: bool = False) -> list[PatronView]:
+                    with_national_id: bool = False, missing_ok: bool = False) -> list[PatronView]:
         """Many patrons at once, as ``_load_view`` reads one: three queries for all of them.
         ``wanted`` holds (patron id, card asked about) pairs; a patron may appear more than once."""
         ids = list({patron_id for patron_id, _ in wanted})
@@ -379,7 +379,8 @@ class Register:
         acts: dict[int, list[Any]] = {i: [] for i in ids}
         for a in conn.execute(_VIEW_ACTIVATIONS_MANY, {"patron_ids": ids}):
             acts[a.patron_id].append(a)
-        return [self._assemble_view(patrons[i], cards[i], acts[i], number, with_national_id) for i, number in wanted]
+        return [self._assemble_view(patrons[i], cards[i], acts[i], number, with_national_id) for i, number in wanted
+                if not missing_ok or i in patrons]
 
     def _assemble_view(self, p: Any, cards: list[Any], acts: list[Any], number: str | None,
                        with_national_id: bool) -> PatronView:
@@ -769,66 +770,34 @@ class Register:
             self._change(s, patron, "pin_changed", actor)
 
     def verify_pin(self, actor: Actor, card: str, pin: str) -> PinCheck:
-        """Check a PIN with lockout shared by every channel. Raises NotFound for an unknown card; a lost
-        or replaced card is always WRONG."""
+        """Check a PIN with the lockout shared by every channel (gateway.register.pins). Raises
+        NotFound for an unknown card, after the same work as any other answer. A lost or replaced
+        card is always WRONG."""
+        now = utcnow()
+        try:
+            number: str | None = normalise_card_number(card)
+        except InvalidIdentifier:
+            number = None
         with self._tx() as s:
-            patron, row = self._patron(s, card)
-            patron_id, stored, locked_until = patron.id, patron.pin_hash, patron.pin_locked_until
-            status = row.status
-        if status != "active":
-            # A lost or replaced number never authenticates again (PRODUCT §2.11); spend the same
-            # time as a real check, and leave the patron's failure count alone.
-            crypto.verify_secret(pin, self._decoy_hash)
-            result = PinCheck.WRONG
-        else:
-            result = self._check_pin(patron_id, stored, locked_until, pin)
+            row = s.get(Card, number) if number is not None else None
+            patron = row.patron if row is not None and row.status != "deleted" else None
+            claimed = pins.claim(s.connection(), patron.id if patron else None,
+                                 stored=patron.pin_hash if patron else None,
+                                 card_active=row is not None and row.status == "active", now=now,
+                                 max_failures=self.settings.pin_max_failures)
+        matched = pins.compare(pin, claimed, self._decoy_hash)
         with self._tx() as s:
-            self._audit(s, actor, "pin_verify", result.value, card=row.number, patron=s.get(Patron, patron_id))
+            result = self._settle_pin(s, claimed, matched, pin, now)
+            self._audit(s, actor, "pin_verify", result.value if patron else "unknown_card", card=number,
+                        patron=patron.id if patron else None)
+        if patron is None:
+            raise NotFound(f"card {number} is not in the register" if number else "the card number is not valid")
         return result
 
-    def _check_pin(self, patron_id: int, stored: str | None, locked_until: datetime | None, pin: str) -> PinCheck:
-        matched = self._pin_matches(stored, locked_until, pin)
-        if not isinstance(matched, bool):
-            return matched
-        with self._tx() as s:
-            return self._record_pin(s, patron_id, stored, matched, pin)
-
-    def _pin_matches(self, stored: str | None, locked_until: datetime | None, pin: str) -> bool | PinCheck:
-        """The slow part of a PIN check, run outside any transaction: whether the PIN matches, or
-        LOCKED / NO_PIN when there is nothing to compare (each taking a wrong PIN's time or none)."""
-        if locked_until is not None and locked_until > utcnow():
-            return PinCheck.LOCKED
-        if stored is None:
-            crypto.verify_secret(pin, self._decoy_hash)  # as long as a wrong PIN takes
-            return PinCheck.NO_PIN
-        return crypto.verify_secret(pin, stored)
-
-    def _record_pin(self, s: Session, patron_id: int, stored: str | None, matched: bool, pin: str) -> PinCheck:
-        """Count a PIN attempt in the shared lockout, inside the caller's transaction."""
-        if matched:
-            # A lock that another channel set while this PIN was being hashed still stands, so a
-            # burst of parallel guesses cannot slip a right one past the lockout.
-            locked_now = s.scalar(select(Patron.pin_locked_until).where(Patron.id == patron_id))
-            if locked_now is not None and locked_now > utcnow():
-                return PinCheck.LOCKED
-            s.execute(update(Patron).where(Patron.id == patron_id,
-                                           or_(Patron.pin_failures != 0, Patron.pin_locked_until.is_not(None)))
-                      .values(pin_failures=0, pin_locked_until=None).execution_options(synchronize_session=False))
-            cost = self.settings.pin_hash_cost
-            if stored is not None and crypto.needs_rehash(stored, cost):  # unless the PIN was changed meanwhile
-                s.execute(update(Patron).where(Patron.id == patron_id, Patron.pin_hash == stored)
-                          .values(pin_hash=crypto.hash_secret(pin, cost)).execution_options(synchronize_session=False))
-            return PinCheck.OK
-        failures = s.scalar(
-            update(Patron).where(Patron.id == patron_id).values(pin_failures=Patron.pin_failures + 1)
-            .returning(Patron.pin_failures).execution_options(synchronize_session=False)
-        )
-        if failures is not None and failures >= self.settings.pin_max_failures:
-            s.execute(update(Patron).where(Patron.id == patron_id).values(
-                pin_failures=0, pin_locked_until=utcnow() + timedelta(minutes=self.settings.pin_lock_minutes)
-            ).execution_options(synchronize_session=False))
-            return PinCheck.LOCKED
-        return PinCheck.WRONG
+    def _settle_pin(self, s: Session, claimed: pins.Claim, matched: bool, pin: str, now: datetime) -> PinCheck:
+        cfg = self.settings
+        return pins.settle(s.connection(), claimed, matched, pin, now=now, max_failures=cfg.pin_max_failures,
+                           lock_minutes=cfg.pin_lock_minutes, hash_cost=cfg.pin_hash_cost)
 
     # ------------------------------------------------------------------ activation and doors
     def activate(
@@ -1081,33 +1050,39 @@ class Register:
 
     def _decide(self, actor: Actor, card: str, pin: str | None, door: bool, pin_required: bool,
                 institution: str | None, now: datetime) -> Decision:
-        """At most two short transactions: read the facts; then (after the slow PIN hash, outside any
-        transaction) count the PIN attempt, conclude, audit and read the view back."""
+        """Without a PIN: one transaction. With one: claim the attempt, hash outside any transaction,
+        then settle, conclude, audit and read the view back: the same path, the same cost, for an
+        unknown card, a wrong PIN and a locked one (gateway.register.pins)."""
         action = "door" if door else "patron_check"
-
-        def refuse_early(reason: Reason, number: str | None = None) -> Decision:
-            with self._tx() as s:
-                self._audit(s, actor, action, reason.value, card=number)
-            return Decision(reason, None, False, False, False)
-
         try:
-            number = normalise_card_number(card)
+            number: str | None = normalise_card_number(card)
         except InvalidIdentifier:
-            return refuse_early(Reason.UNKNOWN_CARD)
-        if not _acts_for(actor, institution):
-            return refuse_early(Reason.WRONG_INSTITUTION, number)
+            number = None
+        if number is not None and not _acts_for(actor, institution):
+            with self._tx() as s:
+                self._audit(s, actor, action, Reason.WRONG_INSTITUTION.value, card=number)
+            return Decision(Reason.WRONG_INSTITUTION, None, False, False, False)
+        if not pin:
+            with self._tx() as s:
+                facts = self._decision_facts(s, number, actor.library_isil) if number is not None else None
+                if facts is not None:
+                    return self._conclude(s, actor, action, facts, None, door, pin_required, now)
+                self._audit(s, actor, action, Reason.UNKNOWN_CARD.value, card=number)
+                return Decision(Reason.UNKNOWN_CARD, None, False, False, False)
         with self._tx() as s:
-            facts = self._decision_facts(s, number, actor.library_isil)
-            if facts is not None and not (pin and facts.status == "active"):
-                return self._conclude(s, actor, action, facts, None, pin, door, pin_required, now)
-        if facts is None:
-            if pin:
-                crypto.verify_secret(pin, self._decoy_hash)  # same time as a wrong PIN
-            return refuse_early(Reason.UNKNOWN_CARD, number)
-        matched = self._pin_matches(facts.pin_hash, facts.pin_locked_until, pin or "")
+            facts = self._decision_facts(s, number, actor.library_isil) if number is not None else None
+            claimed = pins.claim(s.connection(), facts.patron_id if facts else None,
+                                 stored=facts.pin_hash if facts else None,
+                                 card_active=facts is not None and facts.status == "active", now=now,
+                                 max_failures=self.settings.pin_max_failures)
+        matched = pins.compare(pin, claimed, self._decoy_hash)
         with self._tx() as s:
-            result = matched if isinstance(matched, PinCheck) else self._record_pin(s, facts.patron_id, facts.pin_hash, matched, pin or "")
-            return self._conclude(s, actor, action, facts, result, pin, door, pin_required, now)
+            result = self._settle_pin(s, claimed, matched, pin, now)
+            if facts is not None:
+                return self._conclude(s, actor, action, facts, result, door, pin_required, now)
+            self._audit(s, actor, action, Reason.UNKNOWN_CARD.value, card=number)
+            self._load_views(s.connection(), [(pins.NO_PATRON, None)], missing_ok=True)  # the reads a known card costs
+            return Decision(Reason.UNKNOWN_CARD, None, False, False, False)
 
     def _decision_facts(self, s: Session, number: str, isil: str | None) -> Any:
         """What the decision needs about a card at a library, in two small queries (None: unknown card)."""
@@ -1119,7 +1094,7 @@ class Register:
         return _Facts(row, library)
 
     def _conclude(self, s: Session, actor: Actor, action: str, facts: _Facts, pin_result: PinCheck | None,
-                  pin: str | None, door: bool, pin_required: bool, now: datetime) -> Decision:
+                  door: bool, pin_required: bool, now: datetime) -> Decision:
         """The rest of the decision, its audit event and the view, in the caller's transaction."""
         checked = pin_result is not None
         valid = pin_result is PinCheck.OK
@@ -1380,8 +1355,7 @@ class Register:
         time) or PinLocked unless ``pin`` is the card's PIN; lockout shared with every channel."""
         try:
             result = self.verify_pin(actor, card, pin)
-        except (NotFound, InvalidInput):
-            crypto.verify_secret(pin, self._decoy_hash)  # the time a wrong PIN takes
+        except NotFound:
             raise AuthenticationFailed("card number or PIN is invalid") from None
         if result is PinCheck.LOCKED:
             raise PinLocked("too many wrong PINs in a row: the PIN is locked for a while")
