@@ -40,11 +40,6 @@ class RegisterConfig:
 
 
 @dataclass(frozen=True)
-class ListenConfig:
-    listen: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
 class SIP2Config:
     listen: list[str] = field(default_factory=lambda: ["tcp:6001:interface=127.0.0.1"])
     # Plain-text (tcp:) listeners must bind to loopback unless the operator says otherwise here,
