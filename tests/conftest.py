@@ -1,5 +1,11 @@
 """Shared fixtures: a fresh register on SQLite and on PostgreSQL for every test that asks for one.
 
+``register`` is that register empty; ``reg`` is it holding Oslo, Bergen and Trondheim with their
+number series (`register_helpers.setup_libraries`); ``gateway`` is the NCIP site over ``reg`` plus the
+examples' data. Plain helpers (constants, actors, patrons, messages) live in the *_helpers modules and
+are imported from there; a fixture is found here by pytest, never imported. (The SIP2 server's
+fixtures are still in sip2_server_helpers, because tests/test_sip2_server*.py import them.)
+
 PostgreSQL: ``$NLR_TEST_DATABASE_URL`` or the local test server. On a machine without it the
 PostgreSQL variants skip with the reason; in CI (``CI=true``) or with ``NLR_REQUIRE_POSTGRES=1``
 they fail instead, so CI can never go green without them.
@@ -12,21 +18,26 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+import pytest_twisted
+from register_helpers import TEST_SETTINGS, setup_libraries
 from sqlalchemy import Engine, create_engine, text
 
-from gateway.register import Register, Settings
+from gateway.register import Register
 from gateway.register.crypto import KeyRing
 from gateway.register.database import make_engine, upgrade
 from gateway.register.models import Base
 
+if TYPE_CHECKING:
+    from ncip_gateway_helpers import Gateway
+
 PG_URL = os.environ.get("NLR_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("CI", "").lower() == "true" or os.environ.get("NLR_REQUIRE_POSTGRES") == "1"
-# Cheap PIN hashes keep the suite fast; the production default (15) is measured by bench/.
-TEST_SETTINGS = Settings(allow_synthetic_ids=True, pin_hash_cost=10)
 
 
+# ---------------------------------------------------------------------- databases
 def _postgres_problem() -> str | None:
     try:
         engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
@@ -100,6 +111,7 @@ def keys_path(tmp_path: Path) -> Path:
     return path
 
 
+# ---------------------------------------------------------------------- registers
 @pytest.fixture
 def register(database_url: str, keys_path: Path) -> Iterator[Register]:
     """A fresh register (libraries, series, patrons: none) on each backend."""
@@ -107,3 +119,21 @@ def register(database_url: str, keys_path: Path) -> Iterator[Register]:
     reg = Register(engine, KeyRing.load(keys_path), TEST_SETTINGS)
     yield reg
     engine.dispose()
+
+
+@pytest.fixture
+def reg(register: Register) -> Register:
+    """The fresh register holding Oslo, Bergen and Trondheim with their series (no patrons)."""
+    setup_libraries(register)
+    return register
+
+
+# ---------------------------------------------------------------------- the NCIP gateway
+@pytest.fixture
+def gateway(reg: Register) -> Iterator[Gateway]:
+    """The HTTP site on a register holding the examples' data."""
+    from ncip_gateway_helpers import serve, setup_examples  # the web stack, only for the tests that use it
+
+    gw = serve(reg, setup_examples(reg))
+    yield gw
+    pytest_twisted.blockon(gw.close())

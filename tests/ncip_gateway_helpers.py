@@ -1,9 +1,10 @@
-"""The NCIP gateway over real HTTP (tests/test_ncip_gateway*.py).
+"""The NCIP gateway over real HTTP (tests/test_ncip_gateway*.py): the helpers; the fixtures are in conftest.py.
 
-`gateway` is the daemon's own site (`gateway.web.site.build_site`) listening on 127.0.0.1:0 in the test
-process, over a fresh register (SQLite and PostgreSQL) that holds the libraries, series, patron and
-API clients of the examples in tests/data/ncip/examples. `Gateway.post` sends a request with
-twisted.web's Agent and validates every XML response against ncip_v2_02.xsd.
+The ``gateway`` fixture is the daemon's own site (`gateway.web.site.build_site`) listening on 127.0.0.1:0
+in the test process, over a fresh register (SQLite and PostgreSQL) that holds the libraries, series,
+patron and API clients of the examples in tests/data/ncip/examples (``reg`` + `setup_examples`).
+`Gateway.post` sends a request with twisted.web's Agent and validates every XML response against
+ncip_v2_02.xsd.
 """
 
 from __future__ import annotations
@@ -12,14 +13,11 @@ import functools
 import io
 import re
 import urllib.parse
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pytest
-import pytest_twisted
 from lxml import etree
 from register_helpers import BERGEN, OSLO, TRONDHEIM, nid
 from twisted.internet import defer, reactor
@@ -171,35 +169,23 @@ class Gateway:
         return self.post(body, headers={"content-type": "application/x-www-form-urlencoded"}, **kwargs)
 
 
-def setup_register(register: Register) -> dict[str, str]:
-    """The libraries, series and patron of the examples; returns a token per client name."""
-    register.add_library(OPERATOR, OSLO, "Deichman Oslo", door_min_age=15, self_activation=True)
-    register.add_library(OPERATOR, BERGEN, "Bergen offentlige bibliotek", door_min_age=16)
-    register.add_library(OPERATOR, TRONDHEIM, "Trondheim folkebibliotek", door_min_age=18, auto_activation=True)
-    register.add_library(OPERATOR, LIER, "Lier bibliotek")
-    for isil, first, last in ((OSLO, "N000100000", "N000199999"), (BERGEN, "N000200000", "N000299999"),
-                              (TRONDHEIM, "N000300000", "N000399999"), (LIER, "N000400000", "N000499999")):
-        register.reserve_series(OPERATOR, isil, first=first, last=last)
-    register.register_patron(
+def setup_examples(reg: Register) -> dict[str, str]:
+    """Lier with its series, the examples' patron and the API clients, added to a register that holds
+    `setup_libraries`' three libraries (the ``reg`` fixture); returns a token per client name."""
+    reg.add_library(OPERATOR, LIER, "Lier bibliotek")
+    reg.reserve_series(OPERATOR, LIER, first="N000400000", last="N000499999")
+    reg.register_patron(
         OPERATOR, OSLO, card=KARI, national_id=KARI_NID, surname="Nordmann", given_name="Kari",
         birth_date=date(1985, 3, 14), address_line1="Storgata 1", postal_code="0155", city="Oslo",
         country="NO", email="kari.nordmann@example.no", phone="+4791234567", pin=PIN)
-    register.activate(OPERATOR, KARI, LIER)
-    return {name: register.add_client(OPERATOR, name, isil, perms)[1] for name, (isil, perms) in CLIENTS.items()}
+    reg.activate(OPERATOR, KARI, LIER)
+    return {name: reg.add_client(OPERATOR, name, isil, perms)[1] for name, (isil, perms) in CLIENTS.items()}
 
 
 def serve(register: Register, tokens: dict[str, str] | None = None) -> Gateway:
     """The daemon's site on 127.0.0.1, any free port; `Gateway.close` stops it."""
     port = reactor.listenTCP(0, build_site(register, reactor), interface="127.0.0.1")
     return Gateway(register, port, tokens or {})
-
-
-@pytest.fixture
-def gateway(register: Register) -> Iterator[Gateway]:
-    """The HTTP site on a register holding the examples' data."""
-    gw = serve(register, setup_register(register))
-    yield gw
-    pytest_twisted.blockon(gw.close())
 
 
 # --- rewriting the strict examples into the forms real clients send (ncip.md A.2, C.1-C.6) ------

@@ -1,7 +1,8 @@
-"""Shared set-up for the register behaviour tests (tests/test_register_*.py).
+"""Plain helpers for every test of the register and the daemons over it (fixtures: tests/conftest.py).
 
-Three libraries as a Norwegian reader would know them, each with its own number series, and
-helpers that make valid synthetic national ids, actors and patrons.
+Three libraries as a Norwegian reader would know them, each with its own number series
+(`setup_libraries`, the ``reg`` fixture), the register settings of the suite, and helpers that make
+valid synthetic national ids, actors and patrons.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from sqlalchemy import text
 
 from gateway.demo import synthetic_fnr
-from gateway.register import Register
+from gateway.register import Register, Settings
 from gateway.register.views import DEFAULT_CLIENT_PERMISSIONS, OPERATOR, Actor, PatronView
 
 OSLO = "NO-2030000"  # door minimum age 15, self-activation
@@ -20,6 +21,8 @@ BERGEN = "NO-2120100"  # door minimum age 16, neither self- nor auto-activation
 TRONDHEIM = "NO-2160100"  # door minimum age 18, auto-activation
 PIN = "2468"
 OTHER_PIN = "1357"
+# Cheap PIN hashes keep the suite fast; the production default (15) is measured by bench/.
+TEST_SETTINGS = Settings(allow_synthetic_ids=True, pin_hash_cost=10)
 
 
 def nid(k: int, birth: date | None = None) -> str:
@@ -45,7 +48,8 @@ def patron_actor(card: str) -> Actor:
 
 
 def setup_libraries(register: Register) -> None:
-    """Oslo, Bergen and Trondheim, with the demo data's series."""
+    """Oslo, Bergen and Trondheim, with the demo data's series: the ``reg`` fixture, and the base of the
+    NCIP and SIP2 registers."""
     register.add_library(OPERATOR, OSLO, "Deichman Oslo", door_min_age=15, self_activation=True)
     register.add_library(OPERATOR, "2120100", "Bergen offentlige bibliotek", door_min_age=16)
     register.add_library(OPERATOR, TRONDHEIM, "Trondheim folkebibliotek", door_min_age=18, auto_activation=True)
@@ -83,7 +87,6 @@ def concurrent_registrations(url: str, keys_path: str, barrier: Any, results: An
     import traceback
     from pathlib import Path
 
-    from gateway.register import Settings
     from gateway.register.crypto import KeyRing
     from gateway.register.database import make_engine
     from gateway.register.errors import CardInUse, DuplicatePatron, RegisterError
@@ -92,7 +95,7 @@ def concurrent_registrations(url: str, keys_path: str, barrier: Any, results: An
     engine = None
     try:
         engine = make_engine(url)
-        reg = Register(engine, KeyRing.load(Path(keys_path)), Settings(allow_synthetic_ids=True, pin_hash_cost=10))
+        reg = Register(engine, KeyRing.load(Path(keys_path)), TEST_SETTINGS)
         barrier.wait(timeout=60)
         for label, national_id, card in jobs:
             try:

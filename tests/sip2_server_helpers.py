@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from conftest import TEST_SETTINGS
-from register_helpers import BERGEN, OSLO, TRONDHEIM, add_patron, raw_exec, setup_libraries
+from register_helpers import BERGEN, OSLO, TEST_SETTINGS, TRONDHEIM, add_patron, raw_exec, setup_libraries
 from twisted.internet import defer, endpoints, reactor
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure

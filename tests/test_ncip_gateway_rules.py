@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest_twisted
 from ncip_gateway_helpers import (
-    KARI, KARI_NID, LIER, PIN, auth, create_user, electronic, gateway, lookup_user, message, privilege,
-    update_user, user_id,
+    KARI, KARI_NID, LIER, PIN, auth, create_user, electronic, lookup_user, message, privilege, update_user,
+    user_id,
 )
 from twisted.internet import defer
 from register_helpers import BERGEN, OSLO, TRONDHEIM, nid, terminal
@@ -14,7 +14,6 @@ from register_helpers import BERGEN, OSLO, TRONDHEIM, nid, terminal
 from gateway.register.views import OPERATOR, PinCheck, Reason
 from protocols.ncip import schemes
 
-__all__ = ["gateway"]  # the fixture
 
 NLR = schemes.Scheme.NLR_PROCESSING_ERROR
 
@@ -271,7 +270,6 @@ async def test_first_card_and_pin_use_at_an_auto_activation_library_activates(ga
     response = await gateway.post(lookup_user(KARI, pin=PIN, agency=TRONDHEIM), client="trondheim")
     assert response.problem is None
     assert gateway.register.find_patron(OPERATOR, KARI).activation_at(TRONDHEIM).channel == "ncip"
-
 
 
 @pytest_twisted.ensureDeferred

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from register_helpers import BERGEN, OSLO, add_patron, client, raw_rows, setup_libraries
+from register_helpers import BERGEN, OSLO, add_patron, client, raw_rows
 
 from gateway.register.errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied
 from gateway.register.views import OPERATOR
-
-
-@pytest.fixture
-def reg(register):
-    setup_libraries(register)
-    return register
-
 
 # ------------------------------------------------------------------ terminals
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from register_helpers import BERGEN, OSLO, PIN, TRONDHEIM, add_patron, client, patron_actor, raw_rows, setup_libraries, terminal
+from register_helpers import BERGEN, OSLO, PIN, TRONDHEIM, add_patron, client, patron_actor, raw_rows, terminal
 
 from gateway.register import Register, Settings
 from gateway.register.crypto import KeyRing
@@ -15,12 +15,6 @@ from gateway.register.errors import InvalidInput, NotFound, PermissionDenied
 from gateway.register.views import OPERATOR, DecisionRequest, Reason
 
 NOW = datetime(2027, 6, 1, 10, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def reg(register):
-    setup_libraries(register)
-    return register
 
 
 def _audit(reg, since: int) -> list[tuple]:

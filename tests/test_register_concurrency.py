@@ -20,7 +20,6 @@ from register_helpers import (
     concurrent_registrations,
     nid,
     raw_rows,
-    setup_libraries,
     terminal,
 )
 
@@ -42,8 +41,7 @@ def _jobs(i: int) -> list[tuple[str, str, str | None]]:
     return jobs
 
 
-def test_processes_registering_at_the_same_moment(register, database_url, keys_path):
-    setup_libraries(register)
+def test_processes_registering_at_the_same_moment(reg, database_url, keys_path):
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(PROCESSES)
     results = ctx.Queue()
@@ -94,13 +92,13 @@ def test_processes_registering_at_the_same_moment(register, database_url, keys_p
 
     # and the database agrees
     people = SHARED + PROCESSES * OWN + 1
-    assert register.counts()["patrons"] == people
-    cards = [number for (number,) in raw_rows(register, "SELECT number FROM cards")]
+    assert reg.counts()["patrons"] == people
+    cards = [number for (number,) in raw_rows(reg, "SELECT number FROM cards")]
     assert sorted(cards) == sorted(handed_out)
     allocated = sorted(c for c in cards if c != CONTESTED_CARD)
     assert allocated == [f"N{100000 + k:09d}" for k in range(people - 1)]  # no gaps, no repeats
     for k in range(SHARED):
-        assert register.find_patron_by_national_id(OPERATOR, nid(k)).card == winners[f"shared{k}"]
+        assert reg.find_patron_by_national_id(OPERATOR, nid(k)).card == winners[f"shared{k}"]
 
 
 def _at_once(threads: int, call: Callable[[int], Any]) -> list[Any]:
@@ -124,21 +122,19 @@ def _at_once(threads: int, call: Callable[[int], Any]) -> list[Any]:
     return results
 
 
-def test_simultaneous_first_use_auto_activates_once(register):
-    setup_libraries(register)
-    p = add_patron(register, 0, OSLO)
+def test_simultaneous_first_use_auto_activates_once(reg):
+    p = add_patron(reg, 0, OSLO)
     threads = 6
-    decisions = _at_once(threads, lambda i: register.decide(terminal(TRONDHEIM, f"tr-kiosk-{i}"), p.card, PIN))
+    decisions = _at_once(threads, lambda i: reg.decide(terminal(TRONDHEIM, f"tr-kiosk-{i}"), p.card, PIN))
     assert [d.reason for d in decisions] == [Reason.GRANTED] * threads
     assert sum(d.activated_now for d in decisions) == 1
-    view = register.find_patron(OPERATOR, p.card)
+    view = reg.find_patron(OPERATOR, p.card)
     assert [a.library_isil for a in view.activations].count(TRONDHEIM) == 1
 
 
-def test_simultaneous_wrong_pins_all_count(register):
+def test_simultaneous_wrong_pins_all_count(reg):
     """The failure counter is incremented in the database, so parallel guesses cannot slip past the lockout."""
-    setup_libraries(register)
-    p = add_patron(register, 0, OSLO)
+    p = add_patron(reg, 0, OSLO)
     threads = 5  # exactly pin_max_failures
-    _at_once(threads, lambda i: register.decide(terminal(OSLO, f"kiosk-{i}"), p.card, f"000{i}"))
-    assert register.verify_pin(OPERATOR, p.card, PIN) is PinCheck.LOCKED
+    _at_once(threads, lambda i: reg.decide(terminal(OSLO, f"kiosk-{i}"), p.card, f"000{i}"))
+    assert reg.verify_pin(OPERATOR, p.card, PIN) is PinCheck.LOCKED

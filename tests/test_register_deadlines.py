@@ -8,54 +8,51 @@ import time
 
 import pytest
 import pytest_twisted
+from register_helpers import OSLO, nid, terminal
 from twisted.internet import defer, reactor
 
 from gateway.blocking import RegisterCalls
 from gateway.register.errors import RegisterUnavailable
 from gateway.register.store import deadline
 from gateway.register.views import OPERATOR, DecisionRequest
-from tests.register_helpers import OSLO, nid, setup_libraries, terminal
 
 
 def _settle(d: defer.Deferred) -> defer.Deferred:
     return d.addCallbacks(lambda v: ("ok", v), lambda f: ("error", f.type))
 
 
-def test_a_transaction_past_its_deadline_rolls_back(register):
-    setup_libraries(register)
+def test_a_transaction_past_its_deadline_rolls_back(reg):
     with deadline(time.monotonic() - 0.001), pytest.raises(RegisterUnavailable):
-        register.register_patron(OPERATOR, OSLO, national_id=nid(1), surname="Sen", given_name="Kari")
+        reg.register_patron(OPERATOR, OSLO, national_id=nid(1), surname="Sen", given_name="Kari")
     with deadline(time.monotonic() + 30):
-        view = register.register_patron(OPERATOR, OSLO, national_id=nid(2), surname="Tidsnok", given_name="Per")
-    assert [p["card"] for p in register.series_conflicts()] == []
-    assert register.counts()["patrons"] == 1
-    assert register.find_patron(OPERATOR, view.card).surname == "Tidsnok"
+        view = reg.register_patron(OPERATOR, OSLO, national_id=nid(2), surname="Tidsnok", given_name="Per")
+    assert [p["card"] for p in reg.series_conflicts()] == []
+    assert reg.counts()["patrons"] == 1
+    assert reg.find_patron(OPERATOR, view.card).surname == "Tidsnok"
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_call_answered_with_a_timeout_commits_nothing(register):
-    setup_libraries(register)
+async def test_a_call_answered_with_a_timeout_commits_nothing(reg):
     calls = RegisterCalls(reactor, timeout=0.4)
 
     def slow_registration(k: int) -> object:
         time.sleep(0.45)  # a database that answers slowly: the caller has been told "failed" by now
-        return register.register_patron(OPERATOR, OSLO, national_id=nid(k), surname="Treg", given_name="Kari")
+        return reg.register_patron(OPERATOR, OSLO, national_id=nid(k), surname="Treg", given_name="Kari")
 
     outcomes = await defer.gatherResults([_settle(calls.call_alone(slow_registration, k)) for k in (3, 4)]
                                          + [_settle(calls.call(slow_registration, 5))])
     assert [kind for kind, _ in outcomes] == ["error", "error", "error"]
     await _until_idle(calls)
-    assert register.counts()["patrons"] == 0
-    assert [e.action for e in register.audit_events() if e.action == "patron_register"] == []
+    assert reg.counts()["patrons"] == 0
+    assert [e.action for e in reg.audit_events() if e.action == "patron_register"] == []
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_batch_past_the_deadline_of_its_callers_audits_nothing(register):
-    setup_libraries(register)
-    register.register_patron(OPERATOR, OSLO, national_id=nid(6), surname="Dør", given_name="Ola", card="N000100006")
-    before = len(register.audit_events(limit=1000))
+async def test_a_batch_past_the_deadline_of_its_callers_audits_nothing(reg):
+    reg.register_patron(OPERATOR, OSLO, national_id=nid(6), surname="Dør", given_name="Ola", card="N000100006")
+    before = len(reg.audit_events(limit=1000))
     calls = RegisterCalls(reactor, timeout=0.4)
-    real = register.decide_many
+    real = reg.decide_many
 
     def slow_decide_many(requests: list[DecisionRequest]) -> list[object]:
         time.sleep(0.45)
@@ -67,7 +64,7 @@ async def test_a_batch_past_the_deadline_of_its_callers_audits_nothing(register)
     outcomes = await defer.gatherResults(ds)
     assert [kind for kind, _ in outcomes] == ["error"] * 3
     await _until_idle(calls)
-    assert len(register.audit_events(limit=1000)) == before
+    assert len(reg.audit_events(limit=1000)) == before
 
 
 async def _until_idle(calls: RegisterCalls) -> None:

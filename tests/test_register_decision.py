@@ -13,7 +13,6 @@ from register_helpers import (
     add_patron,
     client,
     raw_rows,
-    setup_libraries,
     terminal,
 )
 
@@ -25,12 +24,6 @@ from gateway.register.views import OPERATOR, Reason
 
 KIOSK = terminal(OSLO, "oslo-kiosk")
 DOOR = terminal(OSLO, "oslo-door")
-
-
-@pytest.fixture
-def reg(register):
-    setup_libraries(register)
-    return register
 
 
 def _events(reg):

@@ -16,7 +16,6 @@ from register_helpers import (
     nid,
     patron_actor,
     raw_rows,
-    setup_libraries,
     terminal,
 )
 
@@ -33,13 +32,6 @@ from gateway.register.errors import (
     VersionConflict,
 )
 from gateway.register.views import OPERATOR, PinCheck, Reason
-
-
-@pytest.fixture
-def reg(register):
-    setup_libraries(register)
-    return register
-
 
 # ------------------------------------------------------------------ registration
 
@@ -596,30 +588,27 @@ def test_a_patron_sees_only_their_own_record(reg):
     assert not [e for e in reg.audit_events(other.card) if e.action == "patron_lookup"]
 
 
-def test_operator_replaces_a_card_after_a_move_to_a_library_without_series(register):
-    setup_libraries(register)
-    register.add_library(OPERATOR, "NO-0030100", "Nasjonalbiblioteket")
-    p = add_patron(register, 71)
-    register.set_home_library(OPERATOR, p.card, "NO-0030100")
-    replaced = register.replace_card(OPERATOR, p.card)
+def test_operator_replaces_a_card_after_a_move_to_a_library_without_series(reg):
+    reg.add_library(OPERATOR, "NO-0030100", "Nasjonalbiblioteket")
+    p = add_patron(reg, 71)
+    reg.set_home_library(OPERATOR, p.card, "NO-0030100")
+    replaced = reg.replace_card(OPERATOR, p.card)
     # The home library has no series, so the number comes from the series that issued the old card.
     assert replaced.card != p.card and replaced.card_status == "active"
-    assert register.find_patron(OPERATOR, p.card).card_status == "replaced"
+    assert reg.find_patron(OPERATOR, p.card).card_status == "replaced"
 
 
-def test_a_deleted_patrons_audit_trail_stays_readable(register):
-    setup_libraries(register)
-    p = add_patron(register, 72)
-    register.delete_patron(OPERATOR, p.card)
-    actions = [e.action for e in register.audit_events(p.card)]
+def test_a_deleted_patrons_audit_trail_stays_readable(reg):
+    p = add_patron(reg, 72)
+    reg.delete_patron(OPERATOR, p.card)
+    actions = [e.action for e in reg.audit_events(p.card)]
     assert actions[0] == "patron_register" and actions[-1] == "patron_delete"
 
 
-def test_a_lookup_by_an_unregistered_national_id_is_audited(register):
+def test_a_lookup_by_an_unregistered_national_id_is_audited(reg):
     from gateway.register.errors import NotFound
 
-    setup_libraries(register)
     with pytest.raises(NotFound):
-        register.find_patron_by_national_id(OPERATOR, nid(17))
-    last = register.audit_events()[-1]
+        reg.find_patron_by_national_id(OPERATOR, nid(17))
+    last = reg.audit_events()[-1]
     assert (last.action, last.outcome) == ("patron_lookup_national_id", "not_found")

@@ -5,17 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from register_helpers import OSLO, OTHER_PIN, PIN, add_patron, client, raw_exec, raw_rows, setup_libraries, terminal
+from register_helpers import OSLO, OTHER_PIN, PIN, add_patron, client, raw_exec, raw_rows, terminal
 
 from gateway.register import Register, Settings
 from gateway.register.errors import InvalidInput, NotFound
 from gateway.register.views import OPERATOR, PinCheck, Reason
-
-
-@pytest.fixture
-def reg(register):
-    setup_libraries(register)
-    return register
 
 
 @pytest.fixture

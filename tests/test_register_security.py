@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from register_helpers import BERGEN, OSLO, add_patron, client, nid, raw_rows, setup_libraries, terminal
+from register_helpers import BERGEN, OSLO, add_patron, client, nid, raw_rows, terminal
 from sqlalchemy import text
 
 from gateway.register import Register
@@ -16,12 +16,6 @@ from gateway.register.models import Base
 from gateway.register.views import OPERATOR, PinCheck, Reason
 
 PINS = ("86420975", "75318642", "97531864")
-
-
-@pytest.fixture
-def reg(register):
-    setup_libraries(register)
-    return register
 
 
 def _ids(n: int) -> list[str]:
