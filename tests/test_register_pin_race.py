@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from register_helpers import OSLO, PIN, add_patron, setup_libraries, terminal
+from register_helpers import OSLO, PIN, add_patron, terminal
 from sqlalchemy import event, text
 
 from gateway.register import crypto
@@ -80,11 +80,10 @@ def pin_burst(url: str, keys_path: str, card: str, barrier: Any, results: Any, p
 
 
 @pytest.mark.parametrize("burst", range(3))
-def test_a_burst_of_guesses_over_two_processes_checks_at_most_the_limit(register, database_url, keys_path, burst):
-    setup_libraries(register)
-    p = add_patron(register, 0, OSLO)
+def test_a_burst_of_guesses_over_two_processes_checks_at_most_the_limit(reg, database_url, keys_path, burst):
+    p = add_patron(reg, 0, OSLO)
     # a door patron: agreement signed, so a granted door decision is a plain "ok"
-    register.activate(OPERATOR, p.card, OSLO, door_agreement=True)
+    reg.activate(OPERATOR, p.card, OSLO, door_agreement=True)
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
     procs = [ctx.Process(target=pin_burst, args=(database_url, str(keys_path), p.card, barrier, results, i),
@@ -102,7 +101,7 @@ def test_a_burst_of_guesses_over_two_processes_checks_at_most_the_limit(register
             proc.join(timeout=10)
     assert not [o for o in outcomes if o.startswith("error")], outcomes
     counts = Counter(o.split(":")[0] for o in outcomes)
-    limit = register.settings.pin_max_failures
+    limit = reg.settings.pin_max_failures
     # A guess that was checked answers "wrong" (or "locked", for the one that reached the limit);
     # the right PIN answers "ok" only if it was checked. Everything else was refused unchecked.
     checked_wrong = counts["wrong"]
@@ -110,35 +109,33 @@ def test_a_burst_of_guesses_over_two_processes_checks_at_most_the_limit(register
     assert checked_wrong + counts["ok"] <= limit, counts
     assert counts["locked"] >= PROCESSES * THREADS - limit, counts
     assert sum(counts.values()) == PROCESSES * THREADS
-    with register.engine.connect() as conn:
+    with reg.engine.connect() as conn:
         pending, failures = conn.execute(text("SELECT pin_pending, pin_failures FROM patrons")).one()
     assert pending == 0  # every claim was settled
     if counts["ok"] == 0:  # the right PIN came too late: the PIN is locked, and stays locked to it too
-        assert register.verify_pin(OPERATOR, p.card, PIN) is PinCheck.LOCKED
+        assert reg.verify_pin(OPERATOR, p.card, PIN) is PinCheck.LOCKED
 
 
-def test_once_locked_the_right_pin_is_refused_on_every_channel(register):
-    setup_libraries(register)
-    p = add_patron(register, 0, OSLO)
-    for _ in range(register.settings.pin_max_failures):
-        register.decide(terminal(OSLO), p.card, WRONG)
-    assert register.decide(terminal(OSLO), p.card, PIN).reason is Reason.PIN_LOCKED
+def test_once_locked_the_right_pin_is_refused_on_every_channel(reg):
+    p = add_patron(reg, 0, OSLO)
+    for _ in range(reg.settings.pin_max_failures):
+        reg.decide(terminal(OSLO), p.card, WRONG)
+    assert reg.decide(terminal(OSLO), p.card, PIN).reason is Reason.PIN_LOCKED
     with pytest.raises(PinLocked):
-        register.check_pin(Actor("client", "ils", OSLO, frozenset({"update"})), p.card, PIN)
-    assert register.verify_pin(OPERATOR, p.card, PIN) is PinCheck.LOCKED
+        reg.check_pin(Actor("client", "ils", OSLO, frozenset({"update"})), p.card, PIN)
+    assert reg.verify_pin(OPERATOR, p.card, PIN) is PinCheck.LOCKED
 
 
-def test_a_claim_left_by_a_dead_process_expires(register):
+def test_a_claim_left_by_a_dead_process_expires(reg):
     """A gateway killed between claim and settle leaves a claim behind; it stops counting after a while."""
-    setup_libraries(register)
-    p = add_patron(register, 0, OSLO)
-    with register.engine.begin() as conn:  # five claims, from a process that died 31 s ago
+    p = add_patron(reg, 0, OSLO)
+    with reg.engine.begin() as conn:  # five claims, from a process that died 31 s ago
         conn.execute(text("UPDATE patrons SET pin_pending = 5, pin_claimed_at = :at"),
-                     {"at": _sqlish(register, -31)})
-    assert register.verify_pin(OPERATOR, p.card, PIN) is PinCheck.OK
-    with register.engine.begin() as conn:  # ... and from one that died just now: still counted
-        conn.execute(text("UPDATE patrons SET pin_pending = 5, pin_claimed_at = :at"), {"at": _sqlish(register, -1)})
-    assert register.verify_pin(OPERATOR, p.card, PIN) is PinCheck.LOCKED
+                     {"at": _sqlish(reg, -31)})
+    assert reg.verify_pin(OPERATOR, p.card, PIN) is PinCheck.OK
+    with reg.engine.begin() as conn:  # ... and from one that died just now: still counted
+        conn.execute(text("UPDATE patrons SET pin_pending = 5, pin_claimed_at = :at"), {"at": _sqlish(reg, -1)})
+    assert reg.verify_pin(OPERATOR, p.card, PIN) is PinCheck.LOCKED
 
 
 def _sqlish(register: Any, seconds: int) -> Any:
@@ -166,23 +163,22 @@ def counted(register, monkeypatch):
 
 
 @pytest.mark.parametrize("channel", ["kiosk", "door", "ncip"])
-def test_unknown_card_wrong_pin_and_locked_pin_cost_the_same(register, counted, channel):
+def test_unknown_card_wrong_pin_and_locked_pin_cost_the_same(reg, counted, channel):
     """Timing is measured by bench/pin_timing.py; here the work itself: one hash and the same number
     of commits for an unknown card, a wrong PIN, a locked PIN and a patron without a PIN."""
-    setup_libraries(register)
-    wrong = add_patron(register, 0, OSLO).card
-    locked = add_patron(register, 1, OSLO).card
-    no_pin = add_patron(register, 2, OSLO, pin=None).card
-    for _ in range(register.settings.pin_max_failures):
-        register.verify_pin(OPERATOR, locked, WRONG)
+    wrong = add_patron(reg, 0, OSLO).card
+    locked = add_patron(reg, 1, OSLO).card
+    no_pin = add_patron(reg, 2, OSLO, pin=None).card
+    for _ in range(reg.settings.pin_max_failures):
+        reg.verify_pin(OPERATOR, locked, WRONG)
 
     def attempt(card: str) -> tuple[int, int]:
         counted.clear()
         if channel == "ncip":
             with pytest.raises((AuthenticationFailed, PinLocked)):
-                register.check_pin(Actor("client", "ils", OSLO, frozenset({"update"})), card, WRONG)
+                reg.check_pin(Actor("client", "ils", OSLO, frozenset({"update"})), card, WRONG)
         else:
-            register.decide(terminal(OSLO), card, WRONG, door=channel == "door")
+            reg.decide(terminal(OSLO), card, WRONG, door=channel == "door")
         return counted["hash"], counted["commit"]
 
     costs = {what: attempt(card) for what, card in
