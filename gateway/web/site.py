@@ -58,7 +58,7 @@ class Health(resource.Resource):
                 if not waiter.called:
                     waiter.callback(ok)
 
-        d = self.calls.call(self.register.ping)
+        d: defer.Deferred[Any] = self.calls.call(self.register.ping)
         d.addCallbacks(lambda _: True, failed)
         d.addCallback(done)
         d.addErrback(lambda f: log.failure("health ping failed", f))
@@ -123,7 +123,7 @@ class TrackedRequest(server.Request):
     """A request its site counts while it is in flight."""
 
     def process(self) -> None:
-        site = self.channel.site
+        site: TrackingSite = self.channel.site  # type: ignore[attr-defined]  # as Request.process reads it
         site.in_flight += 1
         self.notifyFinish().addBoth(site.request_done)
         super().process()
