@@ -67,7 +67,7 @@ def adapter_server(port_file: str) -> None:
     from twisted.internet import reactor
 
     from gateway.config import SIP2Config
-    from gateway.register.views import Decision, PatronView, Reason, TerminalView
+    from gateway.register.views import Decision, PatronView, Reason, TerminalLogin, TerminalView
     from gateway.sip2 import SIP2Factory
 
     now = datetime.now()
@@ -81,8 +81,8 @@ def adapter_server(port_file: str) -> None:
     terminal = TerminalView("stub", ISIL, "kiosk", "utf-8", "CR", (), False, False, True)
 
     class Stub:
-        def terminal_login(self, login: str, password: str, **_: object) -> tuple[TerminalView, str]:
-            return terminal, "ok"
+        def terminal_login(self, login: str, password: str, **_: object) -> TerminalLogin:
+            return TerminalLogin(terminal, "ok")
 
         def decide(self, *args: object, **kwargs: object) -> Decision:
             return Decision(Reason.GRANTED, patron, False, False, False)

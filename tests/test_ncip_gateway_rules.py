@@ -162,13 +162,21 @@ async def test_change_address_email_phone_and_pin(gateway):
 # --- registration: duplicates and series ---------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_duplicate_national_id_names_the_existing_card(gateway):
+async def test_duplicate_national_id_names_the_existing_card_only_with_lookup_by_national_id(gateway):
+    """A client with only ``create`` must not turn CreateUser into a lookup by national id (issue 8):
+    it hears that the person is registered, not the card; the probe is in the patron's audit trail."""
     response = await gateway.post(create_user(KARI_NID, surname="Nordmann", given_name="Kari", agency=BERGEN),
                                   client="bergen")
     assert response.problem == (NLR, "Duplicate User")
-    assert KARI in response.problem_field("ProblemDetail")
-    assert response.problem_field("ProblemValue") == KARI
-    assert KARI_NID.encode() not in response.body
+    assert KARI.encode() not in response.body and KARI_NID.encode() not in response.body
+    assert response.problem_field("ProblemValue") is None
+    probes = [e for e in gateway.register.audit_events(KARI) if e.outcome == "duplicate_patron"]
+    assert [(e.actor, e.action) for e in probes] == [("client:bergen", "patron_register")]
+    full = await gateway.post(create_user(KARI_NID, surname="Nordmann", given_name="Kari"), client="oslo-full")
+    assert full.problem == (NLR, "Duplicate User")
+    assert KARI in full.problem_field("ProblemDetail")
+    assert full.problem_field("ProblemValue") == KARI
+    assert KARI_NID.encode() not in full.body
 
 
 @pytest_twisted.ensureDeferred

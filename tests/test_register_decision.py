@@ -224,17 +224,20 @@ def test_register_unavailable(keys_path):
 
 
 # ------------------------------------------------------------------ self-activation (SIP2 25)
+def _pair(result):
+    return result.decision, result.library_allows
+
 
 
 def test_self_activation_where_the_library_allows_it(reg):
     p = add_patron(reg, 0, BERGEN, actor=client(BERGEN))
     reg.update_library(OPERATOR, OSLO, rules_version="oslo-2025")
-    d, allowed = reg.self_activate(KIOSK, p.card, PIN, rules_version="oslo-2025-screen")
+    d, allowed = _pair(reg.self_activate(KIOSK, p.card, PIN, rules_version="oslo-2025-screen"))
     assert allowed and d.reason is Reason.GRANTED
     act = reg.find_patron(OPERATOR, p.card).activation_at(OSLO)
     assert act.channel == "sip2" and act.rules_version == "oslo-2025-screen"
     # already active: nothing changes
-    d2, allowed2 = reg.self_activate(KIOSK, p.card, PIN, rules_version="other")
+    d2, allowed2 = _pair(reg.self_activate(KIOSK, p.card, PIN, rules_version="other"))
     assert allowed2 and d2.reason is Reason.GRANTED
     assert reg.find_patron(OPERATOR, p.card).activation_at(OSLO) == act
 
@@ -248,7 +251,7 @@ def test_self_activation_records_the_librarys_rules_version_by_default(reg):
 
 def test_self_activation_refused_where_the_library_does_not_allow_it(reg):
     p = add_patron(reg, 0, OSLO)
-    d, allowed = reg.self_activate(terminal(BERGEN, "bergen-kiosk"), p.card, PIN)
+    d, allowed = _pair(reg.self_activate(terminal(BERGEN, "bergen-kiosk"), p.card, PIN))
     assert not allowed and d.reason is Reason.NOT_ACTIVATED
     assert reg.find_patron(OPERATOR, p.card).activation_at(BERGEN) is None
     outcomes = [o for a, o in raw_rows(reg, "SELECT action, outcome FROM audit_events WHERE action = 'patron_activate'")]
@@ -258,7 +261,7 @@ def test_self_activation_refused_where_the_library_does_not_allow_it(reg):
 @pytest.mark.parametrize("pin", ["0000", None])
 def test_self_activation_needs_the_right_pin(reg, pin):
     p = add_patron(reg, 0, BERGEN)
-    d, _ = reg.self_activate(KIOSK, p.card, pin)
+    d, _ = _pair(reg.self_activate(KIOSK, p.card, pin))
     assert d.reason in (Reason.PIN_WRONG, Reason.PIN_MISSING) and not d.granted
     assert reg.find_patron(OPERATOR, p.card).activation_at(OSLO) is None
 
@@ -268,8 +271,8 @@ def test_self_activation_of_blocked_or_lost_card_refused(reg):
     q = add_patron(reg, 1, BERGEN)
     reg.set_blocked(OPERATOR, p.card, True, "sperret")
     reg.report_lost(OPERATOR, q.card)
-    assert reg.self_activate(KIOSK, p.card, PIN)[0].reason is Reason.PATRON_BLOCKED
-    assert reg.self_activate(KIOSK, q.card, PIN)[0].reason is Reason.CARD_LOST
+    assert reg.self_activate(KIOSK, p.card, PIN).decision.reason is Reason.PATRON_BLOCKED
+    assert reg.self_activate(KIOSK, q.card, PIN).decision.reason is Reason.CARD_LOST
     assert reg.find_patron(OPERATOR, p.card).activation_at(OSLO) is None
     assert reg.find_patron(OPERATOR, q.card).activation_at(OSLO) is None
 

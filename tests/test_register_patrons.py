@@ -118,16 +118,37 @@ def test_library_registers_only_at_itself_and_only_with_permission(reg):
     assert reg.counts()["patrons"] == 0
 
 
-def test_duplicate_national_id_names_the_existing_card(reg):
+def test_duplicate_national_id_names_the_existing_card_only_to_who_may_look_up_by_national_id(reg):
     first = add_patron(reg, 0, OSLO)
     spaced = nid(0, date(1985, 3, 14))
     spaced = f"{spaced[:6]} {spaced[6:]}"
     with pytest.raises(DuplicatePatron) as err:
-        add_patron(reg, 0, BERGEN, actor=client(BERGEN), national_id=spaced, surname="Annen", pin=None)
+        add_patron(reg, 0, BERGEN, actor=client(BERGEN, "create", "lookup-national-id"), national_id=spaced,
+                   surname="Annen", pin=None)
     assert err.value.existing_card == first.card
     assert first.card in str(err.value) and spaced.replace(" ", "") not in str(err.value)
+    # A client that may only create learns that the person exists, not the card (issue 8, item 4)
+    with pytest.raises(DuplicatePatron) as err:
+        add_patron(reg, 0, BERGEN, actor=client(BERGEN, "create"), national_id=spaced, surname="Annen", pin=None)
+    assert err.value.existing_card is None and first.card not in str(err.value)
+    with pytest.raises(DuplicatePatron) as err:
+        add_patron(reg, 0, BERGEN, actor=OPERATOR, national_id=spaced, surname="Annen", pin=None)
+    assert err.value.existing_card == first.card
     assert reg.counts()["patrons"] == 1
     assert reg.list_series(BERGEN)[0].used == 0
+    # every probe is audited against the patron it concerned, so the patron sees it in innsyn
+    probes = [(e.actor, e.outcome) for e in reg.audit_events(first.card) if e.action == "patron_register"]
+    assert probes == [("operator:nlr", "ok"), ("client:ils-NO-2120100", "duplicate_patron"),
+                      ("client:ils-NO-2120100", "duplicate_patron"), ("operator:nlr", "duplicate_patron")]
+    trail = reg.export_patron(OPERATOR, first.card)["audit"]
+    assert sum(e["outcome"] == "duplicate_patron" for e in trail) == 3
+
+
+def test_a_refused_registration_with_someone_elses_card_is_audited_against_them(reg):
+    first = add_patron(reg, 0, OSLO)
+    with pytest.raises(CardInUse):
+        add_patron(reg, 1, OSLO, actor=client(OSLO), card=first.card)
+    assert [e.outcome for e in reg.audit_events(first.card) if e.action == "patron_register"] == ["ok", "card_in_use"]
 
 
 def test_duplicate_after_replacement_names_the_current_card(reg):

@@ -291,6 +291,23 @@ def test_three_failed_logins_close_the_connection(sip, logs):
 
 
 @over_tcp
+def test_a_password_sent_in_the_login_field_never_reaches_the_audit_trail(sip, logs):
+    """A missing | or swapped CN/CO fields put the password where the login belongs; a login that
+    names no terminal is audited as "unknown terminal" (issue 8, item 5)."""
+    with sip.client() as c:
+        assert c.ask(f"9300CNkiosk1CO{PASSWORD}|") == b"940"
+        assert c.ask(f"9300CO{PASSWORD}|CNkiosk1|") == b"941"  # swapped order, both named: fine
+    with sip.client() as c:
+        assert c.ask(f"9300CN{PASSWORD}|COkiosk1|") == b"940"  # the fields' contents swapped
+        assert c.ask("9300CNkiosk1|COwrong-password|") == b"940"  # a known terminal: named
+    events = sip.audit("sip2_login")
+    assert [(e.actor, e.outcome) for e in events] == [
+        ("unknown terminal", "bad_login"), ("unknown terminal", "bad_login"), ("terminal:kiosk1", "bad_login")]
+    trail = repr(sip.register.audit_events(limit=10_000))
+    assert PASSWORD not in trail and PASSWORD not in "\n".join(logs)
+
+
+@over_tcp
 def test_terminal_account_rules(sip):
     def login(name: str, **kw) -> bytes:
         with sip.client(**kw) as c:
@@ -300,7 +317,7 @@ def test_terminal_account_rules(sip):
     assert login("kiosk-net") == b"940"  # 127.0.0.1 is not in 10.20.0.0/16
     assert login("kiosk-local") == b"941"
     assert login("kiosk-tls") == b"940"  # TLS only: plain TCP refused (TLS: test_sip2_server_hostile)
-    assert {e.outcome for e in sip.audit("sip2_login")} == {"bad_login", "network", "tls_required"}
+    assert {e.outcome for e in sip.audit("sip2_login")} == {"disabled", "network", "tls_required"}
     with sip.client() as c:
         assert c.ask(f"9311CNkiosk1|CO{PASSWORD}|") == b"940"  # encrypted algorithms: not supported
 

@@ -306,13 +306,12 @@ class Responder:
         names = _names(r.name)
         if "surname" not in names:
             raise _needed("CreateUser needs the patron's name", "NameInformation")
+        door = any(p.kind == PrivilegeKind.MERAPENT and _same_library(p.agency_id, actor.library_isil)
+                   for p in r.privileges)
         view = self.register.register_patron(
             actor, actor.library_isil or "", national_id=r.national_id, card=r.card, birth_date=r.birth_date,
-            email=next(iter(r.emails), None), phone=next(iter(r.phones), None), pin=r.pin,
+            email=next(iter(r.emails), None), phone=next(iter(r.phones), None), pin=r.pin, door_agreement=door,
             **{"given_name": "", **names}, **_address(r.addresses))
-        if any(p.kind == PrivilegeKind.MERAPENT and _same_library(p.agency_id, actor.library_isil)
-               for p in r.privileges):
-            self.register.activate(actor, view.card, actor.library_isil or "", door_agreement=True)
         return view.card
 
     def _update_user(self, r: ncip.UpdateUser, actor: Actor) -> str:

@@ -22,13 +22,18 @@ class AlreadyExists(RegisterError):
 
 
 class DuplicatePatron(RegisterError):
-    """The national id is registered already; names the existing card so a library can replace it."""
+    """The national id is registered already. Names the existing card (so a library can replace
+    it) only to an actor who may look patrons up by national id; to others the national id would
+    otherwise be a way to find a person's card."""
 
     code = "duplicate_patron"
 
-    def __init__(self, existing_card: str) -> None:
+    def __init__(self, existing_card: str | None) -> None:
         super().__init__(
             f"this person is already registered with card {existing_card}; issue a replacement card instead"
+            if existing_card else
+            "this person is already registered; look the patron up by card, or ask a library that may look "
+            "patrons up by national identity number"
         )
         self.existing_card = existing_card
 

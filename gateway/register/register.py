@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, object_session, selectinload
+from sqlalchemy.orm import Session, object_session
 
 from gateway.register import crypto, pins
 from gateway.register.store import Store
@@ -79,9 +79,12 @@ from gateway.register.views import (
     DecisionRequest,
     LibraryView,
     PatronView,
+    UNKNOWN_TERMINAL,
     PinCheck,
     Reason,
+    SelfActivation,
     SeriesView,
+    TerminalLogin,
     TerminalView,
     jsonable,
 )
@@ -137,9 +140,22 @@ _DECISION_SELECT = (
 )
 _DECISION_CARD = _DECISION_SELECT.where(_cards.c.number == bindparam("number"))
 _DECISION_CARDS = _DECISION_SELECT.where(_cards.c.number.in_(bindparam("numbers", expanding=True)))
-_DECISION_LIBRARY = (select(_libraries.c.id, _libraries.c.door_min_age, _libraries.c.auto_activation)
+_DECISION_LIBRARY = (select(_libraries.c.id, _libraries.c.door_min_age, _libraries.c.auto_activation,
+                             _libraries.c.self_activation)
                      .where(_libraries.c.isil == bindparam("isil")))
 _AUDIT = insert(AuditEvent.__table__)
+_terminals = SIPTerminal.__table__
+_TERMINAL_BY_LOGIN = (select(_terminals, _libraries.c.isil)
+                      .join(_libraries, _libraries.c.id == _terminals.c.library_id)
+                      .where(_terminals.c.login == bindparam("login")))
+
+
+@dataclass
+class _SelfActivationAsk:
+    """A decision that may self-activate (SIP2 25), and what it found out about the library."""
+
+    rules_version: str | None
+    library_allows: bool = True
 _CLIENT_BY_TOKEN = (select(APIClient.__table__.c.name, APIClient.__table__.c.permissions, APIClient.__table__.c.enabled,
                            _libraries.c.isil)
                     .join(_libraries, _libraries.c.id == APIClient.__table__.c.library_id)
@@ -293,8 +309,10 @@ class Register:
         with self._tx() as s:
             self._audit(s, actor, action, outcome, card=card, detail=detail)
 
-    def _change(self, s: Session, patron: Patron, kind: str, actor: Actor) -> None:
-        s.add(Change(patron_id=patron.id, card_number=self._known_card(patron), library_isil=actor.library_isil, kind=kind))
+    def _change(self, s: Session, patron: Patron, kind: str, actor: Actor, library: str | None = None) -> None:
+        """A change feed entry; ``library``: the library the change concerns (the actor's by default)."""
+        s.add(Change(patron_id=patron.id, card_number=self._known_card(patron), library_isil=library or actor.library_isil,
+                     kind=kind))
 
     def _library(self, s: Session, isil: str) -> Library:
         isil = _isil(isil)
@@ -564,58 +582,92 @@ class Register:
         address_line1: str | None = None, address_line2: str | None = None, postal_code: str | None = None,
         city: str | None = None, country: str | None = None, email: str | None = None, phone: str | None = None,
         pin: str | None = None, secret_address: bool = False, preferred_contact: str | None = None,
+        door_agreement: bool = False,
     ) -> PatronView:
-        """Register a new patron at ``library``, which becomes the home library."""
+        """Register a new patron at ``library``, which becomes the home library (and, with
+        ``door_agreement``, where the meråpent agreement is signed): one transaction.
+
+        Raises DuplicatePatron (naming the card only to an actor who may look up by national id),
+        CardOutsideSeries, CardInUse, InvalidInput, PermissionDenied. Every refusal is audited
+        against the patron it concerned, so that the patron sees the attempt in innsyn."""
         isil = _isil(library)
-        self._require_library_actor(actor, isil)
-        if not actor.may("create"):
-            raise PermissionDenied("this client may not register patrons")
+        index: str | None = None
         try:
-            nid = parse_national_id(national_id, allow_synthetic=self.settings.allow_synthetic_ids)
-        except InvalidNationalId as exc:
-            raise InvalidNationalIdentityNumber(f"invalid national identity number: {exc.reason}") from None
-        contact = self._check_contact(email=email, phone=phone, postal_code=postal_code, country=country)
-        names = {"surname": _text(surname, "surname", NAME_MAX, required=True),
-                 "given_name": _text(given_name, "given_name", NAME_MAX, required=True)}
-        others = {k: _text(v, k, _TEXT_FIELDS[k]) for k, v in
-                  {"address_line1": address_line1, "address_line2": address_line2, "city": city, "gender": gender}.items()}
-        self._check_birth_date(birth_date)
-        preferred_contact = _contact_channel(preferred_contact)
-        pin_hash = crypto.hash_secret(_pin(pin), self.settings.pin_hash_cost) if pin is not None else None
-        number = _card(card) if card is not None else None
-        index = self.keys.lookup_hash(nid.value)
+            self._require_library_actor(actor, isil)
+            if not actor.may("create"):
+                raise PermissionDenied("this client may not register patrons")
+            try:
+                nid = parse_national_id(national_id, allow_synthetic=self.settings.allow_synthetic_ids)
+            except InvalidNationalId as exc:
+                raise InvalidNationalIdentityNumber(f"invalid national identity number: {exc.reason}") from None
+            index = self.keys.lookup_hash(nid.value)
+            contact = self._check_contact(email=email, phone=phone, postal_code=postal_code, country=country)
+            names = {"surname": _text(surname, "surname", NAME_MAX, required=True),
+                     "given_name": _text(given_name, "given_name", NAME_MAX, required=True)}
+            others = {k: _text(v, k, _TEXT_FIELDS[k]) for k, v in
+                      {"address_line1": address_line1, "address_line2": address_line2, "city": city,
+                       "gender": gender}.items()}
+            self._check_birth_date(birth_date)
+            preferred_contact = _contact_channel(preferred_contact)
+            pin_hash = crypto.hash_secret(_pin(pin), self.settings.pin_hash_cost) if pin is not None else None
+            number = _card(card) if card is not None else None
+            try:
+                with self._tx() as s:
+                    lib = self._library(s, isil)
+                    self._refuse_duplicate(s, actor, index)
+                    if number is None:
+                        number = self._allocate_card(s, lib)
+                    else:
+                        self._check_card_in_series(s, lib, number)
+                    patron = Patron(
+                        home_library_id=lib.id, national_id_ciphertext=self.keys.encrypt(nid.value),
+                        national_id_index=index, national_id_kind=nid.kind, birth_date=birth_date,
+                        pin_hash=pin_hash, secret_address=secret_address, preferred_contact=preferred_contact,
+                        **names, **others, **contact,
+                    )
+                    s.add(patron)
+                    s.flush()
+                    s.add(Card(number=number, patron_id=patron.id, library_id=lib.id))
+                    s.flush()
+                    s.refresh(patron)
+                    self._audit(s, actor, "patron_register", "ok", patron=patron, card=number, library=isil)
+                    self._change(s, patron, "registered", actor, isil)
+                    self._activate(s, actor, patron, lib, quiet=True)
+                    if door_agreement:
+                        self._sign_door_agreement(s, actor, patron, lib, number)
+                    return self._patron_view(patron)
+            except IntegrityError:
+                # A concurrent registration won the race: say which rule it broke.
+                with self._tx() as s:
+                    self._refuse_duplicate(s, actor, index)
+                raise CardInUse(f"card {number} is already in use (card numbers are never reused)") from None
+        except RegisterUnavailable:
+            raise
+        except RegisterError as exc:
+            self._audit_refused_registration(actor, isil, index, card, exc)
+            raise
+
+    def _refuse_duplicate(self, s: Session, actor: Actor, index: str) -> None:
+        existing = s.scalar(select(Patron).where(Patron.national_id_index == index))
+        if existing is not None:
+            raise DuplicatePatron(self._known_card(existing) if actor.may("lookup-national-id") else None)
+
+    def _audit_refused_registration(self, actor: Actor, isil: str, index: str | None, card: str | None,
+                                    exc: RegisterError) -> None:
+        """Audit a refused registration against the patron it concerned: the person already
+        registered under that national id, or the owner of the card number asked for."""
+        try:
+            number = normalise_card_number(card) if card else None
+        except InvalidIdentifier:
+            number = None
         try:
             with self._tx() as s:
-                lib = self._library(s, isil)
-                existing = s.scalar(select(Patron.id).where(Patron.national_id_index == index))
-                if existing is not None:
-                    raise DuplicatePatron(self._known_card(s.get(Patron, existing)))
-                if number is None:
-                    number = self._allocate_card(s, lib)
-                else:
-                    self._check_card_in_series(s, lib, number)
-                patron = Patron(
-                    home_library_id=lib.id, national_id_ciphertext=self.keys.encrypt(nid.value),
-                    national_id_index=index, national_id_kind=nid.kind, birth_date=birth_date,
-                    pin_hash=pin_hash, secret_address=secret_address, preferred_contact=preferred_contact,
-                    **names, **others, **contact,
-                )
-                s.add(patron)
-                s.flush()
-                s.add(Card(number=number, patron_id=patron.id, library_id=lib.id))
-                s.add(Activation(patron_id=patron.id, library_id=lib.id, channel=actor.channel, rules_version=lib.rules_version))
-                s.flush()
-                s.refresh(patron)
-                self._audit(s, actor, "patron_register", "ok", patron=patron, card=number, library=isil)
-                self._change(s, patron, "registered", actor)
-                return self._patron_view(patron)
-        except IntegrityError:
-            # A concurrent registration won the race: say which rule it broke.
-            with self._tx() as s:
-                existing = s.scalar(select(Patron).where(Patron.national_id_index == index))
-                if existing is not None:
-                    raise DuplicatePatron(self._known_card(existing)) from None
-            raise CardInUse(f"card {number} is already in use (card numbers are never reused)") from None
+                patron_id = s.scalar(select(Patron.id).where(Patron.national_id_index == index)) if index else None
+                if patron_id is None and number is not None:
+                    patron_id = s.scalar(select(Card.patron_id).where(Card.number == number))
+                self._audit(s, actor, "patron_register", exc.code, patron=patron_id, card=number, library=isil)
+        except RegisterUnavailable:
+            pass  # the refusal stands; the database went away meanwhile
 
     @staticmethod
     def _check_birth_date(birth_date: date | None) -> None:
@@ -813,21 +865,31 @@ class Register:
         with self._tx() as s:
             lib = self._library(s, isil)
             patron, row = self._patron(s, card, lock=True)
-            if row.status != "active":
-                raise InvalidInput(f"card {row.number} is {row.status}; use the patron's current card")
-            self._activate(s, actor, patron, lib, rules_version=rules_version)
-            if door_agreement:
-                act = next(a for a in patron.activations if a.library_id == lib.id)
-                if act.door_agreement_at is None or act.door_revoked_at is not None:
-                    act.door_agreement_at, act.door_agreement_version, act.door_revoked_at = utcnow(), lib.door_agreement_version, None
-                    self._audit(s, actor, "door_agreement", "signed", patron=patron, card=row.number, library=isil)
-                    self._change(s, patron, "door_agreement", actor)
+            self._activate_card(s, actor, patron, row, lib, door_agreement=door_agreement, rules_version=rules_version)
             s.flush()
             s.refresh(patron)
             return self._patron_view(patron, row)
 
+    def _activate_card(self, s: Session, actor: Actor, patron: Patron, row: Card, lib: Library, *,
+                       door_agreement: bool, rules_version: str | None = None) -> None:
+        if row.status != "active":
+            raise InvalidInput(f"card {row.number} is {row.status}; use the patron's current card")
+        self._activate(s, actor, patron, lib, rules_version=rules_version)
+        if door_agreement:
+            self._sign_door_agreement(s, actor, patron, lib, row.number)
+
+    def _sign_door_agreement(self, s: Session, actor: Actor, patron: Patron, lib: Library, number: str) -> None:
+        act = next(a for a in patron.activations if a.library_id == lib.id)
+        if act.door_agreement_at is None or act.door_revoked_at is not None:
+            act.door_agreement_at, act.door_agreement_version, act.door_revoked_at = (
+                utcnow(), lib.door_agreement_version, None)
+            self._audit(s, actor, "door_agreement", "signed", patron=patron, card=number, library=lib.isil)
+            self._change(s, patron, "door_agreement", actor, lib.isil)
+
     def _activate(self, s: Session, actor: Actor, patron: Patron, lib: Library, *, rules_version: str | None = None,
-                  channel: str | None = None) -> str:
+                  channel: str | None = None, quiet: bool = False) -> str:
+        """Activate at ``lib`` unless done already; ``quiet``: as part of the registration, whose
+        own audit event and change say it."""
         if any(a.library_id == lib.id for a in patron.activations):
             return "already"
         act = Activation(patron_id=patron.id, library_id=lib.id, channel=channel or actor.channel,
@@ -835,8 +897,10 @@ class Register:
         s.add(act)
         patron.activations.append(act)
         s.flush()
-        self._audit(s, actor, "patron_activate", "ok", patron=patron, card=self._current_card(patron), library=lib.isil)
-        self._change(s, patron, "activated", actor)
+        if not quiet:
+            self._audit(s, actor, "patron_activate", "ok", patron=patron, card=self._current_card(patron),
+                        library=lib.isil)
+            self._change(s, patron, "activated", actor, lib.isil)
         return "activated"
 
     def revoke_door(self, actor: Actor, card: str, library: str, *, revoked: bool = True) -> PatronView:
@@ -851,7 +915,7 @@ class Register:
                 raise NotAffiliated(f"the card is not activated at {isil}")
             act.door_revoked_at = utcnow() if revoked else None
             self._audit(s, actor, "door_revoke" if revoked else "door_restore", "ok", patron=patron, card=row.number, library=isil)
-            self._change(s, patron, "door_revoked" if revoked else "door_restored", actor)
+            self._change(s, patron, "door_revoked" if revoked else "door_restored", actor, isil)
             return self._patron_view(patron, row)
 
     def set_home_library(self, actor: Actor, card: str, library: str) -> PatronView:
@@ -870,7 +934,7 @@ class Register:
             s.flush()
             s.refresh(patron)
             self._audit(s, actor, "home_library", "ok", patron=patron, card=row.number, library=lib.isil)
-            self._change(s, patron, "home_library", actor)
+            self._change(s, patron, "home_library", actor, lib.isil)
             return self._patron_view(patron, row)
 
     def set_blocked(self, actor: Actor, card: str, blocked: bool, reason: str | None = None) -> PatronView:
@@ -992,6 +1056,19 @@ class Register:
         except RegisterUnavailable:
             return Decision(Reason.REGISTER_UNAVAILABLE, None, False, False, False)
 
+    def self_activate(self, actor: Actor, card: str, pin: str | None, *,
+                      rules_version: str | None = None) -> SelfActivation:
+        """SIP2 25: the patron activates the card at the terminal's library after accepting the rules
+        on screen. One decision and one PIN attempt: when the PIN is right and the card is not yet
+        activated there, it is activated in the same transaction, if the library allows it."""
+        rules_version = _version(rules_version, "rules version")
+        asked = _SelfActivationAsk(rules_version)
+        try:
+            decision = self._decide(actor, card, pin, False, True, None, utcnow(), asked)
+        except RegisterUnavailable:
+            decision = Decision(Reason.REGISTER_UNAVAILABLE, None, False, False, False)
+        return SelfActivation(decision, asked.library_allows)
+
     def decide_many(self, requests: list[DecisionRequest], *, now: datetime | None = None) -> list[Decision]:
         """``decide`` for many requests at once (busy kiosks and doors asking without a PIN): the same
         decisions and the same audit events as one by one, read with a handful of queries and written
@@ -1049,7 +1126,7 @@ class Register:
         return out  # type: ignore[return-value]
 
     def _decide(self, actor: Actor, card: str, pin: str | None, door: bool, pin_required: bool,
-                institution: str | None, now: datetime) -> Decision:
+                institution: str | None, now: datetime, self_activation: _SelfActivationAsk | None = None) -> Decision:
         """Without a PIN: one transaction. With one: claim the attempt, hash outside any transaction,
         then settle, conclude, audit and read the view back: the same path, the same cost, for an
         unknown card, a wrong PIN and a locked one (gateway.register.pins)."""
@@ -1079,7 +1156,7 @@ class Register:
         with self._tx() as s:
             result = self._settle_pin(s, claimed, matched, pin, now)
             if facts is not None:
-                return self._conclude(s, actor, action, facts, result, door, pin_required, now)
+                return self._conclude(s, actor, action, facts, result, door, pin_required, now, self_activation)
             self._audit(s, actor, action, Reason.UNKNOWN_CARD.value, card=number)
             self._load_views(s.connection(), [(pins.NO_PATRON, None)], missing_ok=True)  # the reads a known card costs
             return Decision(Reason.UNKNOWN_CARD, None, False, False, False)
@@ -1094,12 +1171,28 @@ class Register:
         return _Facts(row, library)
 
     def _conclude(self, s: Session, actor: Actor, action: str, facts: _Facts, pin_result: PinCheck | None,
-                  door: bool, pin_required: bool, now: datetime) -> Decision:
+                  door: bool, pin_required: bool, now: datetime,
+                  self_activation: _SelfActivationAsk | None = None) -> Decision:
         """The rest of the decision, its audit event and the view, in the caller's transaction."""
         checked = pin_result is not None
         valid = pin_result is PinCheck.OK
         activated_now = False
         reason = _reason(facts, pin_result, door, pin_required, now)
+        if self_activation is not None and reason is Reason.NOT_ACTIVATED and valid:
+            if not facts.library.self_activation:
+                self_activation.library_allows = False
+                self._audit(s, actor, "patron_activate", "self_activation_off", patron=facts.patron_id,
+                            card=facts.number)
+            else:
+                if self._postgres:  # two simultaneous 25s activate once
+                    s.execute(select(Patron.id).where(Patron.id == facts.patron_id).with_for_update())
+                patron = s.get(Patron, facts.patron_id)
+                assert patron is not None
+                lib = s.get(Library, facts.library.id)
+                assert lib is not None
+                self._activate(s, actor, patron, lib, rules_version=self_activation.rules_version)
+                facts = self._decision_facts(s, facts.number, actor.library_isil)
+                reason = _reason(facts, pin_result, door, pin_required, now)
         if reason is Reason.GRANTED:
             if facts.activation_id is None:  # first authenticated use at an auto-activation library
                 if self._postgres:  # lock first, so two simultaneous first uses activate once and both say so right
@@ -1113,22 +1206,6 @@ class Register:
         self._audit(s, actor, action, reason.value, patron=facts.patron_id, card=facts.number)
         view = self._load_view(s, facts.patron_id, facts.number)
         return Decision(reason, view, checked, valid, facts.status in ("lost", "replaced"), activated_now)
-
-    def self_activate(self, actor: Actor, card: str, pin: str | None, *, rules_version: str | None = None) -> tuple[Decision, bool]:
-        """SIP2 25: the patron activates the card at the terminal's library after accepting the rules
-        on screen. Returns (decision after the attempt, whether the library allows self-activation)."""
-        rules_version = _version(rules_version, "rules version")
-        first = self.decide(actor, card, pin, pin_required=True)
-        if first.reason is not Reason.NOT_ACTIVATED or not first.pin_valid:
-            return first, True
-        with self._tx() as s:
-            lib = self._library(s, actor.library_isil or "")
-            if not lib.self_activation:
-                self._audit(s, actor, "patron_activate", "self_activation_off", card=first.patron.card if first.patron else None)
-                return first, False
-            patron, row = self._patron(s, card, lock=True)
-            self._activate(s, actor, patron, lib, rules_version=rules_version)
-        return self.decide(actor, card, pin, pin_required=True), True
 
     # ------------------------------------------------------------------ terminals
     def _terminal_view(self, t: SIPTerminal) -> TerminalView:
@@ -1197,11 +1274,21 @@ class Register:
 
     def authenticate_terminal(self, login: str, password: str) -> TerminalView | None:
         """The terminal, if the login and password match an enabled account; None otherwise."""
-        with self._tx() as s:
-            t = s.scalar(select(SIPTerminal).options(selectinload(SIPTerminal.library)).where(SIPTerminal.login == login))
-            stored, view = (t.password_hash, self._terminal_view(t)) if t is not None else (self._decoy_hash, None)
-        ok = crypto.verify_secret(password, stored)
-        return view if ok and view is not None and view.enabled else None
+        known, ok = self._check_terminal(login, password)
+        return known if ok and known is not None and known.enabled else None
+
+    def _check_terminal(self, login: str, password: str) -> tuple[TerminalView | None, bool]:
+        """(the terminal of this login, if there is one; whether the password is its password),
+        at the cost of one hash either way."""
+        with self._read() as conn:
+            t = conn.execute(_TERMINAL_BY_LOGIN, {"login": login}).first()
+        if t is None:
+            crypto.verify_secret(password, self._decoy_hash)
+            return None, False
+        nets = tuple(n for n in t.allowed_networks.split(",") if n)
+        view = TerminalView(t.login, t.isil, t.profile, t.encoding, t.terminator, nets, t.tls_only, t.pin_required,
+                            t.enabled)
+        return view, crypto.verify_secret(password, t.password_hash)
 
     # ------------------------------------------------------------------ API clients
     def _client_view(self, c: APIClient) -> ClientView:
@@ -1396,24 +1483,27 @@ class Register:
         return number
 
     # ------------------------------------------------------------------ SIP2 terminals (sip2.md A.1, A.3)
-    def terminal_login(self, login: str, password: str, *, source: str | None, encrypted: bool
-                       ) -> tuple[TerminalView | None, str]:
+    def terminal_login(self, login: str, password: str, *, source: str | None, encrypted: bool) -> TerminalLogin:
         """SIP2 93: the terminal, if login and password match an enabled account that may connect from
-        ``source`` (its allowed networks) over this transport (TLS only); else None and why:
-        ``bad_login``, ``network`` or ``tls_required``. Refusals are audited, never the password."""
-        terminal = self.authenticate_terminal(login, password)
+        ``source`` (its allowed networks) over this transport (TLS only); else why not: ``bad_login``,
+        ``disabled``, ``network`` or ``tls_required``. Refusals are audited, never the password, and
+        never a login that names no terminal (a client that slipped a field may have sent its
+        password there): that is ``unknown terminal``."""
+        known, ok = self._check_terminal(login, password)
         outcome = "ok"
-        if terminal is None:
+        if known is None or not ok:
             outcome = "bad_login"
-        elif terminal.allowed_networks and not self._source_allowed(source, terminal.allowed_networks):
+        elif not known.enabled:
+            outcome = "disabled"
+        elif known.allowed_networks and not self._source_allowed(source, known.allowed_networks):
             outcome = "network"
-        elif terminal.tls_only and not encrypted:
+        elif known.tls_only and not encrypted:
             outcome = "tls_required"
         if outcome == "ok":
-            return terminal, outcome
-        self.audit_refusal(Actor("terminal", (login or "?")[:64], terminal.library_isil if terminal else None),
-                           "sip2_login", outcome, detail=f"from {source}" if source else None)
-        return None, outcome
+            return TerminalLogin(known, outcome)
+        who = Actor("terminal", known.login, known.library_isil) if known is not None else UNKNOWN_TERMINAL
+        self.audit_refusal(who, "sip2_login", outcome, detail=f"from {source}" if source else None)
+        return TerminalLogin(None, outcome)
 
     @staticmethod
     def _source_allowed(source: str | None, networks: tuple[str, ...]) -> bool:

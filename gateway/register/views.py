@@ -26,7 +26,8 @@ class Actor:
 
     @property
     def label(self) -> str:
-        return f"{self.kind}:{self.name}"
+        """How the audit trail names the actor: ``terminal:kiosk1``, or ``unknown terminal``."""
+        return f"{self.kind}:{self.name}" if self.name else f"unknown {self.kind}"
 
     @property
     def channel(self) -> str:
@@ -37,6 +38,7 @@ class Actor:
 
 
 OPERATOR = Actor("operator", "nlr")
+UNKNOWN_TERMINAL = Actor("terminal", "")  # a failed SIP2 login naming no terminal
 
 
 def jsonable(value: Any) -> Any:
@@ -188,6 +190,15 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class SelfActivation:
+    """The answer to SIP2 25: the decision after the attempt, and whether the library lets patrons
+    activate themselves (False: the PIN was right, the card is not activated, ask the staff)."""
+
+    decision: Decision
+    library_allows: bool
+
+
+@dataclass(frozen=True)
 class DecisionRequest:
     """One question for ``Register.decide_many``: the arguments of ``Register.decide``."""
 
@@ -210,6 +221,15 @@ class TerminalView:
     tls_only: bool
     pin_required: bool
     enabled: bool
+
+
+@dataclass(frozen=True)
+class TerminalLogin:
+    """The answer to SIP2 93: the terminal when logged in, else None and why (``bad_login``,
+    ``disabled``, ``network``, ``tls_required``)."""
+
+    terminal: TerminalView | None
+    outcome: str
 
 
 @dataclass(frozen=True)

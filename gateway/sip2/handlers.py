@@ -18,7 +18,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.register.errors import RegisterError
-from gateway.register.views import Actor, Decision, DecisionRequest, Reason, TerminalView
+from gateway.register.views import (
+    Actor,
+    Decision,
+    DecisionRequest,
+    Reason,
+    SelfActivation,
+    TerminalLogin,
+    TerminalView,
+)
 from gateway.sip2 import answers
 from protocols.sip2 import Message
 
@@ -57,8 +65,9 @@ def enable(conn: SIP2Protocol, request: Message) -> Deferred[Answer]:
     register = conn.factory.register
     d = conn.factory.call(register.self_activate, actor, request.get("AA") or "", request.get("AD"), slow=True)
     return _decision(conn, d, request,
-                     lambda res: answers.enable_answer(request, terminal, res[0], res[1], answers.now()),
-                     lambda: (answers.unavailable(), True))
+                     lambda res: answers.enable_answer(request, terminal, res.decision, res.library_allows,
+                                                       answers.now()),
+                     lambda: SelfActivation(answers.unavailable(), True))
 
 
 def block(conn: SIP2Protocol, request: Message) -> Deferred[Answer]:
@@ -94,8 +103,8 @@ def login(conn: SIP2Protocol, request: Message) -> Answer | Deferred[Answer]:
     d = factory.call(factory.register.terminal_login, request.get("CN") or "", request.get("CO") or "",
                      source=conn.host, encrypted=conn.encrypted, slow=True)
 
-    def done(result: tuple[TerminalView | None, str]) -> Answer:
-        terminal, outcome = result
+    def done(result: TerminalLogin) -> Answer:
+        terminal, outcome = result.terminal, result.outcome
         factory.set_online(True)
         if terminal is None:
             return conn.login_failed(request, outcome)
@@ -142,7 +151,7 @@ def _decision(conn: SIP2Protocol, d: Deferred[T], request: Message, answer: Call
         return fallback() if fallback else answers.unavailable()  # type: ignore[return-value]
 
     def done(result: T) -> Answer:
-        dec = result[0] if isinstance(result, tuple) else result
+        dec = result.decision if isinstance(result, SelfActivation) else result
         if isinstance(dec, Decision):
             conn.factory.set_online(dec.reason is not Reason.REGISTER_UNAVAILABLE)
         return conn.respond(request, answer(result))
