@@ -396,12 +396,28 @@ def cmd_keys_rotate(args: argparse.Namespace, register: Register) -> None:
     print(f"re-encrypted {done} national ids with key {new_id}")
 
 
+def cmd_keys_reencrypt(args: argparse.Namespace, register: Register) -> None:
+    active = register.keys.active_key_id
+    done = register.reencrypt(args.batch_size)
+    print(f"re-encrypted {done} national ids with the active key {active}")
+
+
 def cmd_keys_status(args: argparse.Namespace, register: Register) -> None:
     usage = register.key_usage()
-    value = {"active_key": register.keys.active_key_id, "rows_per_key": usage}
-    _emit(args, value, lambda: f"active key {register.keys.active_key_id}; "
-          + ", ".join(f"key {k}: {n} rows" for k, n in sorted(usage.items())) if usage else
-          f"active key {register.keys.active_key_id}; no national ids stored")
+    active = register.keys.active_key_id
+    older = sum(n for k, n in usage.items() if k != active)
+    value = {"active_key": active, "rows_per_key": usage, "rows_under_older_keys": older}
+
+    def text() -> str:
+        if not usage:
+            return f"active key {active}; no national ids stored"
+        line = f"active key {active}; " + ", ".join(f"key {k}: {n} rows" for k, n in sorted(usage.items()))
+        if older:
+            line += (f"\n{older} national ids are still sealed with an older key: "
+                     "run `nlr keys reencrypt` once every gateway host has the current keys file")
+        return line
+
+    _emit(args, value, text)
 
 
 # ---------------------------------------------------------------------- parser
@@ -543,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="encryption keys").add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser, required=True)
     p = add(keys, "rotate", cmd_keys_rotate, "add a new key and re-encrypt national ids with it")
+    p.add_argument("--batch-size", type=_count, default=500)
+    p = add(keys, "reencrypt", cmd_keys_reencrypt, "re-encrypt national ids still sealed with an older key")
     p.add_argument("--batch-size", type=_count, default=500)
     add(keys, "status", cmd_keys_status, "which keys seal how many national ids", json_=True)
     return parser

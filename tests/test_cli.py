@@ -461,9 +461,49 @@ def test_keys_rotate_reencrypts_every_national_id_and_lookups_still_work(nlr: Nl
     assert ok(nlr("keys", "status", "--json")).json["rows_per_key"] == {"1": 6}
     rotated = ok(nlr("keys", "rotate", "--batch-size", "2")).out
     assert "re-encrypted 6" in rotated
-    assert ok(nlr("keys", "status", "--json")).json == {"active_key": 2, "rows_per_key": {"2": 6}}
+    assert ok(nlr("keys", "status", "--json")).json == {"active_key": 2, "rows_per_key": {"2": 6},
+                                                        "rows_under_older_keys": 0}
     assert oct(keys_path.stat().st_mode & 0o777) == "0o600"
     # The patrons still decrypt and are still found by national id with the new key.
     exported = ok(nlr("patron", "export", "N000100001")).json
     found = ok(nlr("patron", "find", "--json", stdin=exported["national_id"] + "\n")).json
     assert found["card"] == "N000100001"
+
+
+def test_a_running_gateway_seals_with_the_key_a_rotation_made(nlr: Nlr, database_url: str, keys_path: Path) -> None:
+    """A gateway process started before `nlr keys rotate` encrypts new national ids with the new key
+    within seconds (issue 8, item 7); `keys status` names rows still under an older key, and
+    `keys reencrypt` moves them without adding a key."""
+    import time
+
+    from register_helpers import TEST_SETTINGS
+
+    from gateway.register import Register
+    from gateway.register.crypto import KeyRing
+    from gateway.register.database import make_engine
+    from gateway.register.views import OPERATOR
+
+    ok(nlr("demo"))
+    engine = make_engine(database_url)
+    gateway = Register(engine, KeyRing.load(keys_path), TEST_SETTINGS)  # running since before the rotation
+    try:
+        stale = KeyRing.load(keys_path)  # a gateway on another host that has not got the new file yet
+        ok(nlr("keys", "rotate"))
+        time.sleep(KeyRing.RECHECK_SECONDS + 0.2)
+        fresh = gateway.register_patron(OPERATOR, "NO-2030000", national_id=nid(1990, 123), surname="Ny",
+                                        given_name="Etter")
+        exported = gateway.export_patron(OPERATOR, fresh.card)
+        assert exported["national_id"] == nid(1990, 123)
+        status = ok(nlr("keys", "status", "--json")).json
+        assert status["active_key"] == 2 and status["rows_per_key"] == {"2": 7} and status["rows_under_older_keys"] == 0
+        # the other host seals one with the old key meanwhile: status says so, reencrypt mends it
+        laggard = Register(engine, stale, TEST_SETTINGS)
+        laggard.keys.RECHECK_SECONDS = 3600  # its copy of the file is the old one: it never sees key 2
+        laggard.register_patron(OPERATOR, "NO-2030000", national_id=nid(1991, 124), surname="Gammel",
+                                given_name="Nøkkel")
+        text = ok(nlr("keys", "status")).out
+        assert "1 national ids are still sealed with an older key" in text and "nlr keys reencrypt" in text
+        assert "re-encrypted 1 " in ok(nlr("keys", "reencrypt")).out
+        assert ok(nlr("keys", "status", "--json")).json["rows_per_key"] == {"2": 8}
+    finally:
+        engine.dispose()

@@ -19,6 +19,7 @@ import secrets
 import struct
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,7 +61,15 @@ def _unb64(text: str, what: str, path: Path) -> bytes:
 
 
 class KeyRing:
-    """The register's keys, read from the keys file (YAML, mode 0600)."""
+    """The register's keys, read from the keys file (YAML, mode 0600).
+
+    A rotation by another process on the host (``nlr keys rotate``) is seen within
+    ``RECHECK_SECONDS``: before sealing a value the ring looks at the file's identity at most that
+    often and reads it again when it changed, so new values are sealed with the newest key. A
+    ciphertext under a key the ring does not know makes it read the file at once.
+    """
+
+    RECHECK_SECONDS = 1.0
 
     def __init__(self, path: Path, keys: dict[int, _Key], active: int, lookup_key: bytes) -> None:
         self.path = path
@@ -68,6 +77,27 @@ class KeyRing:
         self._active = active
         self._lookup_key = lookup_key
         self._lock = threading.Lock()
+        self._stamp = self._file_stamp()
+        self._checked = time.monotonic()
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _follow_file(self) -> None:
+        """Read the keys file again if another process changed it (at most once a RECHECK_SECONDS)."""
+        now = time.monotonic()
+        if now - self._checked < self.RECHECK_SECONDS:
+            return
+        self._checked = now
+        if self._file_stamp() != self._stamp:
+            try:
+                self.reload()
+            except KeysError:
+                pass  # half-written or unreadable just now: keep the keys we have, look again later
 
     # -- files -------------------------------------------------------------------------------
     @classmethod
@@ -147,12 +177,14 @@ class KeyRing:
             self._keys[new_id] = _Key(new_id, AESGCM.generate_key(256), now)
             self._active = new_id
             self._write()
+            self._stamp = self._file_stamp()
             return new_id
 
     def reload(self) -> None:
         fresh = KeyRing.load(self.path)
         with self._lock:
             self._keys, self._active, self._lookup_key = fresh._keys, fresh._active, fresh._lookup_key
+            self._stamp = fresh._stamp
 
     @property
     def active_key_id(self) -> int:
@@ -160,6 +192,7 @@ class KeyRing:
 
     # -- national ids --------------------------------------------------------------------------
     def encrypt(self, plaintext: str) -> bytes:
+        self._follow_file()
         key = self._keys[self._active]
         nonce = os.urandom(_NONCE_BYTES)
         header = _HEADER.pack(_FORMAT, key.id)
