@@ -17,6 +17,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from gateway.config import Config, ConfigError, load_config
+
 # Light modules: the database layer loads only when a command needs the register, and then through
 # register-level functions (this module imports no SQLAlchemy, not even inside functions).
 from gateway.register.identifiers import normalise_isil

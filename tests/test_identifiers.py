@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from gateway.register.identifiers import (
     InvalidIdentifier,
@@ -19,6 +18,7 @@ from gateway.register.identifiers import (
     normalise_postal_code,
     validate_pin,
 )
+
 
 # --- card numbers -----------------------------------------------------------------------------
 @pytest.mark.parametrize(

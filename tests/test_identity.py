@@ -6,8 +6,7 @@ import dataclasses
 import datetime
 
 import pytest
-from hypothesis import assume, example, given
-from hypothesis import strategies as st
+from hypothesis import assume, example, given, strategies as st
 
 from gateway.register.identity import InvalidNationalId, NationalId, parse_national_id
 

@@ -9,8 +9,19 @@ import pytest
 import pytest_twisted
 from lxml import etree
 from ncip_gateway_helpers import (
-    KARI, PIN, auth, card, default_namespace, example, leaves, message, no_namespace, unqualified, user_id,
-    v1_scheme_value, with_doctype,
+    KARI,
+    PIN,
+    auth,
+    card,
+    default_namespace,
+    example,
+    leaves,
+    message,
+    no_namespace,
+    unqualified,
+    user_id,
+    v1_scheme_value,
+    with_doctype,
 )
 from register_helpers import OSLO
 

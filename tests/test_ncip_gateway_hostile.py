@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from ncip_gateway_helpers import (
-    KARI, KARI_NID, card, create_user, example, lookup_user, message, serve, user_id,
+    KARI,
+    KARI_NID,
+    card,
+    create_user,
+    example,
+    lookup_user,
+    message,
+    serve,
+    user_id,
 )
 from register_helpers import BERGEN, TEST_SETTINGS
 from twisted.internet import protocol, reactor
@@ -20,7 +28,6 @@ from gateway.register.crypto import KeyRing
 from gateway.register.database import make_engine
 from gateway.register.views import OPERATOR
 from protocols.ncip import schemes
-
 
 SYNTAX = (schemes.Scheme.MESSAGING_ERROR, "Invalid Message Syntax Error")
 AGENCY_FAILED = (schemes.Scheme.GENERAL_PROCESSING_ERROR, "Agency Authentication Failed")

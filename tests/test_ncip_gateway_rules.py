@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import pytest_twisted
 from ncip_gateway_helpers import (
-    KARI, KARI_NID, LIER, PIN, auth, create_user, electronic, lookup_user, message, privilege, update_user,
+    KARI,
+    KARI_NID,
+    LIER,
+    PIN,
+    auth,
+    create_user,
+    electronic,
+    lookup_user,
+    message,
+    privilege,
+    update_user,
     user_id,
 )
-from twisted.internet import defer
 from register_helpers import BERGEN, OSLO, TRONDHEIM, nid, terminal
+from twisted.internet import defer
 
 from gateway.register.views import OPERATOR, PinCheck, Reason
 from protocols.ncip import schemes
-
 
 NLR = schemes.Scheme.NLR_PROCESSING_ERROR
 

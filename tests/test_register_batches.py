@@ -3,7 +3,7 @@ the audit trail of asking one by one, with each question's own error kept to its
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from register_helpers import BERGEN, OSLO, PIN, TRONDHEIM, add_patron, client, patron_actor, raw_rows, terminal
@@ -14,7 +14,7 @@ from gateway.register.database import make_engine
 from gateway.register.errors import InvalidInput, NotFound, PermissionDenied
 from gateway.register.views import OPERATOR, DecisionRequest, Reason
 
-NOW = datetime(2027, 6, 1, 10, tzinfo=timezone.utc)
+NOW = datetime(2027, 6, 1, 10, tzinfo=UTC)
 
 
 def _audit(reg, since: int) -> list[tuple]:

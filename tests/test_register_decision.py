@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 from register_helpers import (
@@ -169,11 +169,11 @@ BIRTH = date(2011, 6, 1)
 
 
 AGES = [
-    (datetime(2026, 5, 31, 21, 59, 59, tzinfo=timezone.utc), Reason.DOOR_UNDERAGE),  # 23:59:59 in Oslo
-    (datetime(2026, 5, 31, 22, 0, 0, tzinfo=timezone.utc), Reason.GRANTED),  # 00:00 on the birthday
-    (datetime(2026, 5, 31, 12, 0, 0, tzinfo=timezone.utc), Reason.DOOR_UNDERAGE),
-    (datetime(2025, 12, 31, 23, 30, 0, tzinfo=timezone.utc), Reason.DOOR_UNDERAGE),  # 14 in Oslo on New Year's Day
-    (datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc), Reason.GRANTED),
+    (datetime(2026, 5, 31, 21, 59, 59, tzinfo=UTC), Reason.DOOR_UNDERAGE),  # 23:59:59 in Oslo
+    (datetime(2026, 5, 31, 22, 0, 0, tzinfo=UTC), Reason.GRANTED),  # 00:00 on the birthday
+    (datetime(2026, 5, 31, 12, 0, 0, tzinfo=UTC), Reason.DOOR_UNDERAGE),
+    (datetime(2025, 12, 31, 23, 30, 0, tzinfo=UTC), Reason.DOOR_UNDERAGE),  # 14 in Oslo on New Year's Day
+    (datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC), Reason.GRANTED),
 ]
 
 
@@ -191,7 +191,7 @@ def test_door_underage_on_the_oslo_calendar(reg):
 def test_door_min_age_is_the_librarys_setting(reg):
     p = add_patron(reg, 0, OSLO, birth=BIRTH)
     reg.activate(OPERATOR, p.card, OSLO, door_agreement=True)
-    now = datetime(2027, 1, 1, 12, tzinfo=timezone.utc)  # 15 years old
+    now = datetime(2027, 1, 1, 12, tzinfo=UTC)  # 15 years old
     assert reg.decide(DOOR, p.card, PIN, door=True, now=now).reason is Reason.GRANTED
     reg.update_library(OPERATOR, OSLO, door_min_age=16)
     assert reg.decide(DOOR, p.card, PIN, door=True, now=now).reason is Reason.DOOR_UNDERAGE

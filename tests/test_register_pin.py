@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from register_helpers import OSLO, OTHER_PIN, PIN, add_patron, client, raw_exec, raw_rows, terminal
@@ -62,7 +62,7 @@ def test_lockout_after_the_configured_number_of_wrong_pins(strict):
     assert strict.decide(terminal(OSLO), p.card, PIN).reason is Reason.PIN_LOCKED
     assert strict.decide(terminal(OSLO, "door-1"), p.card, PIN, door=True).reason is Reason.PIN_LOCKED
     locked_until = strict.find_patron(OPERATOR, p.card).pin_locked_until
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert now + timedelta(seconds=30) < locked_until <= now + timedelta(minutes=1)
 
 
@@ -72,7 +72,7 @@ def test_default_lockout_is_5_wrong_pins_for_15_minutes(reg):
     assert results == [PinCheck.WRONG] * 4 + [PinCheck.LOCKED]
     assert reg.verify_pin(OPERATOR, p.card, PIN) is PinCheck.LOCKED
     locked_until = reg.find_patron(OPERATOR, p.card).pin_locked_until
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert now + timedelta(minutes=14) < locked_until <= now + timedelta(minutes=15)
 
 
@@ -81,7 +81,7 @@ def test_lock_expires(strict):
     for _ in range(3):
         strict.verify_pin(OPERATOR, p.card, "0000")
     assert strict.verify_pin(OPERATOR, p.card, PIN) is PinCheck.LOCKED
-    past = datetime.now(timezone.utc) - timedelta(seconds=1)
+    past = datetime.now(UTC) - timedelta(seconds=1)
     stored = past.replace(tzinfo=None) if strict.engine.dialect.name == "sqlite" else past
     raw_exec(strict, "UPDATE patrons SET pin_locked_until = :t", t=stored)
     assert strict.decide(terminal(OSLO), p.card, PIN).reason is Reason.GRANTED
@@ -158,7 +158,7 @@ def test_a_lock_set_while_a_right_pin_is_being_checked_still_stands(strict, monk
 
     p = add_patron(strict, 0, OSLO)
     real = crypto.verify_secret
-    until = datetime.now(timezone.utc) + timedelta(minutes=1)
+    until = datetime.now(UTC) + timedelta(minutes=1)
     stored = until.replace(tzinfo=None) if strict.engine.dialect.name == "sqlite" else until
 
     def hash_while_another_channel_locks(secret, hashed):

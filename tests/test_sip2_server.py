@@ -7,12 +7,40 @@ import time
 
 import pytest
 import pytest_twisted
-from sip2_server_helpers import (
-    BERGEN_PATRON, BLOCKED, CHILD, DRE, FOREIGN, KARI, KARI_NAME, LOCKED, LOST, NO_AGREEMENT, PASSWORD, PIN,
-    REPLACED, REVOKED, SECRET, UNKNOWN, WRONG_PIN, D, checksum_ok, fields, logs, matches, no_daemon_failures,
-    over_tcp, patron_enable, patron_information, patron_status, servers, signed, sip, sip2_template,
-)
 from register_helpers import BERGEN, OSLO
+from sip2_server_helpers import (
+    BERGEN_PATRON,
+    BLOCKED,
+    CHILD,
+    DRE,
+    FOREIGN,
+    KARI,
+    KARI_NAME,
+    LOCKED,
+    LOST,
+    NO_AGREEMENT,
+    PASSWORD,
+    PIN,
+    REPLACED,
+    REVOKED,
+    SECRET,
+    UNKNOWN,
+    WRONG_PIN,
+    D,
+    checksum_ok,
+    fields,
+    logs,
+    matches,
+    no_daemon_failures,
+    over_tcp,
+    patron_enable,
+    patron_information,
+    patron_status,
+    servers,
+    signed,
+    sip,
+    sip2_template,
+)
 from twisted.internet import reactor, task
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
@@ -175,9 +203,9 @@ def test_end_patron_session(sip):
 
 # ---------------------------------------------------------------------- B.11: error detection (B.7)
 VECTORS = [
-    f"2301220250301    101500AONB|AAN000123456|AC|AD1234|AY2AZF2F5",
-    f"6301220250301    101500  Y       AONB|AAN000123456|AC|AD1234|BP1|BQ5|AY3AZEEF4",
-    f"3520250301    101500AONB|AAN000123456|AY4AZF64E",
+    "2301220250301    101500AONB|AAN000123456|AC|AD1234|AY2AZF2F5",
+    "6301220250301    101500  Y       AONB|AAN000123456|AC|AD1234|BP1|BQ5|AY3AZEEF4",
+    "3520250301    101500AONB|AAN000123456|AY4AZF64E",
 ]
 
 
@@ -229,7 +257,7 @@ def test_a_retransmitted_request_is_replayed_not_re_executed(sip):
 def test_too_many_bad_checksums_close_the_connection(sip, logs):
     with sip.login() as c:
         for _ in range(answers.MAX_RETRIES):
-            assert c.ask(f"9900302.00AY1AZ0000") == b"96AZFEF6"
+            assert c.ask("9900302.00AY1AZ0000") == b"96AZFEF6"
         c.send("9900302.00AY1AZ0000\r")
         assert c.closed() and not c.buffer
     assert any("wrong checksum" in line for line in logs)
@@ -284,7 +312,7 @@ def test_anything_but_93_99_97_before_login_closes_the_connection(sip, logs):
 def test_three_failed_logins_close_the_connection(sip, logs):
     with sip.client() as c:
         for _ in range(3):
-            assert c.ask(f"9300CNkiosk1|COnot-it|") == b"940"
+            assert c.ask("9300CNkiosk1|COnot-it|") == b"940"
         assert c.closed() and not c.buffer
     assert any("3 failed logins" in line for line in logs)
     assert [e.outcome for e in sip.audit("sip2_login")] == ["bad_login"] * 3

@@ -9,11 +9,24 @@ import struct
 import threading
 import time
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from sip2_server_helpers import (
-    KARI, PASSWORD, PIN, D, Client, fields, logs, make_certificate, no_daemon_failures, over_tcp, patron_status,
-    servers, signed, sip, sip2_template, tls_endpoint,
+    KARI,
+    PASSWORD,
+    PIN,
+    Client,
+    D,
+    fields,
+    logs,
+    make_certificate,
+    no_daemon_failures,
+    over_tcp,
+    patron_status,
+    servers,
+    signed,
+    sip,
+    sip2_template,
+    tls_endpoint,
 )
 
 from gateway.sip2.protocol import LoginThrottle

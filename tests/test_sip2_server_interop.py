@@ -7,11 +7,29 @@ import logging
 
 import pysip2
 import pytest
-from Sip2.sip2 import Sip2
 from register_helpers import BERGEN, OSLO
+from Sip2.sip2 import Sip2
 from sip2_server_helpers import (
-    BERGEN_PATRON, KARI, KARI_NAME, PASSWORD, PIN, SECRET, UNKNOWN, WRONG_PIN, D, fields, logs, make_certificate,
-    no_daemon_failures, over_tcp, patron_enable, patron_information, patron_status, servers, sip, sip2_template,
+    BERGEN_PATRON,
+    KARI,
+    KARI_NAME,
+    PASSWORD,
+    PIN,
+    SECRET,
+    UNKNOWN,
+    WRONG_PIN,
+    D,
+    fields,
+    logs,
+    make_certificate,
+    no_daemon_failures,
+    over_tcp,
+    patron_enable,
+    patron_information,
+    patron_status,
+    servers,
+    sip,
+    sip2_template,
     tls_endpoint,
 )
 

@@ -14,8 +14,20 @@ from conftest import TEST_SETTINGS, _truncate
 from db_proxy import DatabaseProxy
 from register_helpers import OSLO
 from sip2_server_helpers import (
-    KARI, KARI_NAME, PASSWORD, D, fields, logs, no_daemon_failures, over_tcp, patron_enable, patron_information,
-    patron_status, populate, servers, sip2_template,
+    KARI,
+    KARI_NAME,
+    PASSWORD,
+    D,
+    fields,
+    logs,
+    no_daemon_failures,
+    over_tcp,
+    patron_enable,
+    patron_information,
+    patron_status,
+    populate,
+    servers,
+    sip2_template,
 )
 
 from gateway.register import Register

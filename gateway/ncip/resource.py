@@ -17,9 +17,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
+from gateway.blocking import RegisterCalls
 from gateway.ncip.responder import Answer, Responder
 from gateway.register import Register
-from gateway.blocking import RegisterCalls
 from protocols import ncip
 from protocols.ncip import schemes as s
 

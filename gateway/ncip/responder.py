@@ -11,8 +11,17 @@ from typing import Any
 
 from gateway.register import Register
 from gateway.register.errors import (
-    AuthenticationFailed, CardInUse, CardOutsideSeries, DuplicatePatron, InvalidInput,
-    InvalidNationalIdentityNumber, NotAffiliated, NotFound, PermissionDenied, PinLocked, RegisterError,
+    AuthenticationFailed,
+    CardInUse,
+    CardOutsideSeries,
+    DuplicatePatron,
+    InvalidInput,
+    InvalidNationalIdentityNumber,
+    NotAffiliated,
+    NotFound,
+    PermissionDenied,
+    PinLocked,
+    RegisterError,
     RegisterUnavailable,
 )
 from gateway.register.identifiers import InvalidIdentifier, normalise_card_number, normalise_isil

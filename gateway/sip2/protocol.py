@@ -189,9 +189,9 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         if self.terminal is None:
-            self._close("no successful login within {} s".format(self.factory.settings.login_timeout_seconds))
+            self._close(f"no successful login within {self.factory.settings.login_timeout_seconds} s")
         else:
-            self._close("idle for {} s".format(self.factory.settings.idle_timeout_seconds))
+            self._close(f"idle for {self.factory.settings.idle_timeout_seconds} s")
 
     def _close(self, why: str | None, *, abort: bool = True) -> None:
         if self.closing:

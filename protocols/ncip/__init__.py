@@ -6,20 +6,54 @@
 
 from . import schemes
 from .build import (
-    AddressView, AgencyView, BlockView, PrivilegeView, UserView, create_user_response,
-    delete_user_response, error_response, lookup_agency_response, lookup_user_response,
-    message_problem, problem_response, unsupported_service, update_user_response, xs_datetime,
+    AddressView,
+    AgencyView,
+    BlockView,
+    PrivilegeView,
+    UserView,
+    create_user_response,
+    delete_user_response,
+    error_response,
+    lookup_agency_response,
+    lookup_user_response,
+    message_problem,
+    problem_response,
+    unsupported_service,
+    update_user_response,
+    xs_datetime,
 )
 from .parse import (
-    MAX_SIZE, MessageTooLarge, NCIPError, NCIPSyntaxError, RequestProblem, UnknownService,
+    MAX_SIZE,
+    MessageTooLarge,
+    NCIPError,
+    NCIPSyntaxError,
+    RequestProblem,
+    UnknownService,
     parse_request,
 )
 from .requests import (
-    Address, CreateUser, DeleteUser, InitiationHeader, LookupAgency, LookupUser, Name, Privilege,
-    Request, UnsupportedRequest, UpdateUser, UserFields, UserRef,
+    Address,
+    CreateUser,
+    DeleteUser,
+    InitiationHeader,
+    LookupAgency,
+    LookupUser,
+    Name,
+    Privilege,
+    Request,
+    UnsupportedRequest,
+    UpdateUser,
+    UserFields,
+    UserRef,
 )
 from .schemes import (
-    AgencyElementType, BlockType, PatronStatus, PrivilegeKind, Problem, ProblemType, Scheme,
+    AgencyElementType,
+    BlockType,
+    PatronStatus,
+    PrivilegeKind,
+    Problem,
+    ProblemType,
+    Scheme,
     UserElementType,
 )
 

@@ -18,7 +18,12 @@ from . import schemes as s
 from .parse import NCIPError, RequestProblem
 from .requests import InitiationHeader
 from .schemes import (
-    AgencyElementType as AET, BlockType, PatronStatus, PrivilegeKind, Problem, Scheme,
+    AgencyElementType as AET,
+    BlockType,
+    PatronStatus,
+    PrivilegeKind,
+    Problem,
+    Scheme,
     UserElementType as UET,
 )
 

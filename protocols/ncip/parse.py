@@ -12,14 +12,25 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 from lxml import etree
 
 from . import schemes as s
 from .requests import (
-    Address, CreateUser, DeleteUser, InitiationHeader, LookupAgency, LookupUser, Name, Privilege,
-    Request, UnsupportedRequest, UpdateUser, UserFields, UserRef,
+    Address,
+    CreateUser,
+    DeleteUser,
+    InitiationHeader,
+    LookupAgency,
+    LookupUser,
+    Name,
+    Privilege,
+    Request,
+    UnsupportedRequest,
+    UpdateUser,
+    UserFields,
+    UserRef,
 )
 
 MAX_SIZE = 256 * 1024
@@ -182,7 +193,7 @@ def _datetime(el: etree._Element | None) -> datetime | None:
         y, mo, d, h, mi, sec, frac, zone = m.groups()
         tz = s.OSLO
         if zone and zone.upper() == "Z":
-            tz = timezone.utc
+            tz = UTC
         elif zone:
             digits = zone[1:].replace(":", "")
             offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))

@@ -3,12 +3,19 @@
 No I/O, no Twisted, no database: bytes in, ``Message`` out, and back.
 """
 
-from .codec import (DEFAULT_MAX_FRAME, MAX_FIELD_BYTES, Framer, checksum, encode,
-                    looks_like_tls_client_hello, parse, redact_frame)
+from .codec import (
+    DEFAULT_MAX_FRAME,
+    MAX_FIELD_BYTES,
+    Framer,
+    checksum,
+    encode,
+    looks_like_tls_client_hello,
+    parse,
+    redact_frame,
+)
 from .errors import ChecksumError, FrameTooLarge, SIP2Error
 from .layouts import FIELDS, LAYOUTS, Field, FixedField, Layout, supported_messages
-from .messages import (DENIED, Message, build, field_id, format_date, parse_date, redact,
-                       refusal)
+from .messages import DENIED, Message, build, field_id, format_date, parse_date, redact, refusal
 
 __all__ = [
     "ChecksumError", "DEFAULT_MAX_FRAME", "DENIED", "FIELDS", "Field", "FixedField", "Framer",

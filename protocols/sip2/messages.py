@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
 from .errors import SIP2Error
@@ -195,7 +195,7 @@ def parse_date(text: str) -> datetime | None:
         dt = datetime.strptime(text[:8] + text[12:], "%Y%m%d%H%M%S")
     except ValueError:
         raise SIP2Error("bad_date") from None
-    return dt.replace(tzinfo=timezone.utc) if text[8:12] == "   Z" else dt
+    return dt.replace(tzinfo=UTC) if text[8:12] == "   Z" else dt
 
 
 # --------------------------------------------------------------------------- logging

@@ -2,7 +2,7 @@
 produce validates against ncip_v2_02.xsd (ncip.md A.2 "emit", A.4, A.5)."""
 
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -10,15 +10,36 @@ from hypothesis import given, settings, strategies as st
 from lxml import etree
 
 from protocols.ncip import (
-    AddressView, AgencyElementType as AET, AgencyView, BlockType, BlockView, InitiationHeader,
-    MessageTooLarge, NCIPError, PatronStatus, PrivilegeKind, PrivilegeView, Problem,
-    RequestProblem, UnknownService, UserElementType as UET, UserView, create_user_response,
-    delete_user_response, error_response, lookup_agency_response, lookup_user_response,
-    message_problem, parse_request, problem_response, schemes, unsupported_service,
-    update_user_response, xs_datetime,
+    AddressView,
+    AgencyElementType as AET,
+    AgencyView,
+    BlockType,
+    BlockView,
+    InitiationHeader,
+    MessageTooLarge,
+    NCIPError,
+    PatronStatus,
+    PrivilegeKind,
+    PrivilegeView,
+    Problem,
+    RequestProblem,
+    UnknownService,
+    UserElementType as UET,
+    UserView,
+    create_user_response,
+    delete_user_response,
+    error_response,
+    lookup_agency_response,
+    lookup_user_response,
+    message_problem,
+    parse_request,
+    problem_response,
+    schemes,
+    unsupported_service,
+    update_user_response,
+    xs_datetime,
 )
 from protocols.ncip.schemes import ProblemType
-
 
 # Copies of shared/ncip (the official NCIP 2.02 XSD and our profile's examples), so a clone tests alone.
 SHARED = Path(__file__).resolve().parents[1] / "data"
@@ -153,7 +174,7 @@ EVERYTHING = UserView(
     privileges=(PrivilegeView(agency_id="NO-2030000", valid_from=datetime(2019, 3, 1, 12),
                               description=schemes.HOME_LIBRARY),
                 PrivilegeView(agency_id="NO-2030000", kind=PrivilegeKind.MERAPENT,
-                              valid_from=datetime(2020, 1, 1, tzinfo=timezone.utc),
+                              valid_from=datetime(2020, 1, 1, tzinfo=UTC),
                               valid_to=date(2030, 1, 1))),
     status=PatronStatus.BLOCKED,
     blocks=(BlockView(type=BlockType.BLOCK_CHECK_OUT, valid_from=date(2024, 1, 1)),
@@ -317,7 +338,7 @@ def test_strictness():
 @pytest.mark.parametrize("value, expected", [
     (datetime(2024, 1, 15, 9, 30), "2024-01-15T09:30:00+01:00"),
     (datetime(2024, 7, 15, 9, 30, 12, 999), "2024-07-15T09:30:12+02:00"),
-    (datetime(2024, 7, 15, 7, 30, tzinfo=timezone.utc), "2024-07-15T09:30:00+02:00"),
+    (datetime(2024, 7, 15, 7, 30, tzinfo=UTC), "2024-07-15T09:30:00+02:00"),
     (date(2024, 3, 31), "2024-03-31T00:00:00+01:00"),
 ])
 def test_xs_datetime_uses_the_oslo_offset(value, expected):

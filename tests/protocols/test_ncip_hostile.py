@@ -9,7 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from protocols.ncip import (
-    MAX_SIZE, LookupUser, MessageTooLarge, NCIPError, NCIPSyntaxError, UserRef, parse_request,
+    MAX_SIZE,
+    LookupUser,
+    MessageTooLarge,
+    NCIPError,
+    NCIPSyntaxError,
+    UserRef,
+    parse_request,
     schemes,
 )
 

@@ -2,20 +2,35 @@
 (each lenient form parses to exactly the request its strict form parses to)."""
 
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 from lxml import etree
 
 from protocols.ncip import (
-    AgencyElementType as AET, CreateUser, DeleteUser, InitiationHeader, LookupAgency, LookupUser,
-    Address, Name, NCIPSyntaxError, Privilege, PrivilegeKind, RequestProblem, UnknownService,
-    UnsupportedRequest, UpdateUser, UserElementType as UET, UserFields, UserRef, parse_request,
+    Address,
+    AgencyElementType as AET,
+    CreateUser,
+    DeleteUser,
+    InitiationHeader,
+    LookupAgency,
+    LookupUser,
+    Name,
+    NCIPSyntaxError,
+    Privilege,
+    PrivilegeKind,
+    RequestProblem,
+    UnknownService,
+    UnsupportedRequest,
+    UpdateUser,
+    UserElementType as UET,
+    UserFields,
+    UserRef,
+    parse_request,
     schemes,
 )
 from protocols.ncip.schemes import OSLO
-
 
 # Copies of shared/ncip (the official NCIP 2.02 XSD and our profile's examples), so a clone tests alone.
 SHARED = Path(__file__).resolve().parents[1] / "data"
@@ -290,7 +305,7 @@ def test_birth_date_variants(lenient):
 def test_parsed_datetimes_are_in_oslo():
     request = parse_request(example("11").replace(VALID_FROM.encode(), b"2024-09-02T08:15:00Z"))
     valid_from = request.add_fields.privileges[0].valid_from
-    assert valid_from == datetime(2024, 9, 2, 8, 15, tzinfo=timezone.utc)
+    assert valid_from == datetime(2024, 9, 2, 8, 15, tzinfo=UTC)
     assert valid_from.utcoffset().total_seconds() == 7200
 
 

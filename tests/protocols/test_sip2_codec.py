@@ -2,13 +2,29 @@
 
 import re
 import unicodedata
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from protocols.sip2 import (DENIED, LAYOUTS, ChecksumError, FrameTooLarge, Framer, Message,
-                            SIP2Error, build, checksum, encode, format_date, looks_like_tls_client_hello,
-                            parse, parse_date, redact, redact_frame, refusal)
+from protocols.sip2 import (
+    DENIED,
+    LAYOUTS,
+    ChecksumError,
+    Framer,
+    FrameTooLarge,
+    Message,
+    SIP2Error,
+    build,
+    checksum,
+    encode,
+    format_date,
+    looks_like_tls_client_hello,
+    parse,
+    parse_date,
+    redact,
+    redact_frame,
+    refusal,
+)
 
 D = "20250301    101500"
 DRE = r"\d{8} {4}\d{6}"
@@ -150,7 +166,7 @@ def test_lenient_checksum_over_code_points_and_nfd():
 
 
 def test_decoding_before_login_utf8_then_cp850():
-    utf8 = "9300CNkiosk|COpass|CPBjørnstad|".encode("utf-8")
+    utf8 = "9300CNkiosk|COpass|CPBjørnstad|".encode()
     cp850 = "9300CNkiosk|COpass|CPBjørnstad|".encode("cp850")
     assert parse(utf8).get("CP") == "Bjørnstad" and parse(utf8).encoding == "utf-8"
     assert parse(cp850).get("CP") == "Bjørnstad" and parse(cp850).encoding == "cp850"
@@ -496,7 +512,7 @@ def test_build_accepts_names_ids_and_datetimes():
 
 def test_dates():
     assert format_date(WHEN) == "20250301    101500"
-    utc = datetime(2025, 3, 1, 9, 15, tzinfo=timezone.utc)
+    utc = datetime(2025, 3, 1, 9, 15, tzinfo=UTC)
     assert format_date(utc) == "20250301   Z091500"
     assert parse_date("20250301   Z091500") == utc
     assert parse_date("20250301    101500") == WHEN

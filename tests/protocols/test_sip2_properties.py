@@ -2,8 +2,7 @@
 
 import unicodedata
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from protocols.sip2 import FIELDS, LAYOUTS, Framer, FrameTooLarge, Message, SIP2Error, encode, parse
 from protocols.sip2.layouts import field
