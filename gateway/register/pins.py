@@ -14,7 +14,10 @@ Every PIN check, on every channel and in every gateway process, goes through one
    locks at the limit; a right one clears the failures. An unknown card runs the same two
    statements against no row, so every answer costs the same two commits.
 
-A claim left behind by a process that died expires after ``STALE_CLAIM`` of quiet.
+A claim refused while the PIN is not locked means that the places are taken by checks under way:
+the caller waits a hash's time and claims again (``BUSY_RETRIES``), so that right PINs sent at once
+from several terminals are all checked, and a burst of guesses still gets no more places than the
+limit. A claim left behind by a process that died expires after ``STALE_CLAIM`` of quiet.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, bindparam, case, or_, update
+from sqlalchemy import Connection, and_, bindparam, case, or_, select, update
 
 from gateway.register import crypto
 from gateway.register.models import Patron
 from gateway.register.views import PinCheck
 
 STALE_CLAIM = timedelta(seconds=30)
+BUSY_RETRIES, BUSY_WAIT_SECONDS = 40, 0.025  # about a second of waiting for a place, at most
 NO_PATRON = 0  # the id the statements run against when there is nobody to count for
 
 _p = Patron.__table__.c
@@ -42,7 +46,7 @@ _CLAIM = (
     update(Patron.__table__)
     .where(_p.id == bindparam("patron_id"), _unlocked, _p.pin_failures + _pending_now < bindparam("max_failures"))
     .values(pin_pending=_pending_now + 1, pin_claimed_at=_now)
-    .returning(_p.id)
+    .returning(_p.pin_failures)
 )
 _release = case((_p.pin_pending > 0, _p.pin_pending - 1), else_=0)
 _locked_now = and_(_p.pin_locked_until.is_not(None), _p.pin_locked_until > _now)
@@ -59,17 +63,21 @@ _SETTLE_WRONG = (
     )
     .returning(_p.pin_locked_until)
 )
-# 3b. The right PIN: failures cleared, unless another check locked the PIN meanwhile, or other
-# checks are still under way (a burst of guesses around the right PIN must not win back places).
+# 3b. The right PIN: the failures before its claim are cleared ("in a row" ends), unless another
+# check locked the PIN meanwhile. Failures of guesses checked at the same time stay: a burst of
+# guesses around the right PIN must not win back places.
+_seen = bindparam("seen_failures")
 _SETTLE_RIGHT = (
     update(Patron.__table__)
     .where(_p.id == bindparam("patron_id"))
     .values(
         pin_pending=_release,
-        pin_failures=case((_locked_now, _p.pin_failures), (_p.pin_pending > 1, _p.pin_failures), else_=0),
+        pin_failures=case((_locked_now, _p.pin_failures), (_p.pin_failures > _seen, _p.pin_failures - _seen),
+                          else_=0),
     )
     .returning(_p.pin_locked_until)
 )
+_LOCKED_UNTIL = select(_p.pin_locked_until).where(_p.id == bindparam("patron_id"))
 _REHASH = (update(Patron.__table__)
            .where(_p.id == bindparam("patron_id"), _p.pin_hash == bindparam("old_hash"))
            .values(pin_hash=bindparam("new_hash")))
@@ -82,6 +90,8 @@ class Claim:
     patron_id: int  # NO_PATRON: nobody's failures to count
     stored: str | None  # the hash to compare with; None: compare with the decoy
     refusal: PinCheck | None  # the answer whatever the PIN (LOCKED, NO_PIN, WRONG for a lost card)
+    busy: bool = False  # refused because every place is taken by checks under way, not locked
+    seen_failures: int = 0  # the failures counted when the claim was granted
 
 
 def claim(conn: Connection, patron_id: int | None, *, stored: str | None, card_active: bool, now: datetime,
@@ -97,8 +107,10 @@ def claim(conn: Connection, patron_id: int | None, *, stored: str | None, card_a
     if stored is None:
         return Claim(NO_PATRON, None, PinCheck.NO_PIN)
     if granted is None:
-        return Claim(NO_PATRON, None, PinCheck.LOCKED)
-    return Claim(patron_id, stored, None)
+        locked_until = conn.execute(_LOCKED_UNTIL, {"patron_id": patron_id}).scalar()
+        busy = locked_until is None or locked_until <= now
+        return Claim(NO_PATRON, None, PinCheck.LOCKED, busy=busy)
+    return Claim(patron_id, stored, None, seen_failures=granted[0])
 
 
 def compare(pin: str, claimed: Claim, decoy: str) -> bool:
@@ -113,7 +125,7 @@ def settle(conn: Connection, claimed: Claim, matched: bool, pin: str, *, now: da
            lock_minutes: int, hash_cost: int) -> PinCheck:
     """Step 3, in the caller's second transaction: count the attempt; the result of the check."""
     params = {"patron_id": claimed.patron_id, "now": now, "max_failures": max_failures,
-              "lock_until": now + timedelta(minutes=lock_minutes)}
+              "lock_until": now + timedelta(minutes=lock_minutes), "seen_failures": claimed.seen_failures}
     if claimed.refusal is not None or not matched:
         locked_until = conn.execute(_SETTLE_WRONG, params).scalar()
         if claimed.refusal is not None:

@@ -9,6 +9,7 @@ a thread pool.
 from __future__ import annotations
 
 import ipaddress
+import time
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -830,13 +831,17 @@ class Register:
             number: str | None = normalise_card_number(card)
         except InvalidIdentifier:
             number = None
-        with self._tx() as s:
-            row = s.get(Card, number) if number is not None else None
-            patron = row.patron if row is not None and row.status != "deleted" else None
-            claimed = pins.claim(s.connection(), patron.id if patron else None,
-                                 stored=patron.pin_hash if patron else None,
-                                 card_active=row is not None and row.status == "active", now=now,
-                                 max_failures=self.settings.pin_max_failures)
+        for attempt in range(pins.BUSY_RETRIES + 1):
+            with self._tx() as s:
+                row = s.get(Card, number) if number is not None else None
+                patron = row.patron if row is not None and row.status != "deleted" else None
+                claimed = pins.claim(s.connection(), patron.id if patron else None,
+                                     stored=patron.pin_hash if patron else None,
+                                     card_active=row is not None and row.status == "active", now=now,
+                                     max_failures=self.settings.pin_max_failures)
+            if not claimed.busy or attempt == pins.BUSY_RETRIES:
+                break
+            time.sleep(pins.BUSY_WAIT_SECONDS)
         matched = pins.compare(pin, claimed, self._decoy_hash)
         with self._tx() as s:
             result = self._settle_pin(s, claimed, matched, pin, now)
@@ -1146,12 +1151,16 @@ class Register:
                     return self._conclude(s, actor, action, facts, None, door, pin_required, now)
                 self._audit(s, actor, action, Reason.UNKNOWN_CARD.value, card=number)
                 return Decision(Reason.UNKNOWN_CARD, None, False, False, False)
-        with self._tx() as s:
-            facts = self._decision_facts(s, number, actor.library_isil) if number is not None else None
-            claimed = pins.claim(s.connection(), facts.patron_id if facts else None,
-                                 stored=facts.pin_hash if facts else None,
-                                 card_active=facts is not None and facts.status == "active", now=now,
-                                 max_failures=self.settings.pin_max_failures)
+        for attempt in range(pins.BUSY_RETRIES + 1):
+            with self._tx() as s:
+                facts = self._decision_facts(s, number, actor.library_isil) if number is not None else None
+                claimed = pins.claim(s.connection(), facts.patron_id if facts else None,
+                                     stored=facts.pin_hash if facts else None,
+                                     card_active=facts is not None and facts.status == "active", now=now,
+                                     max_failures=self.settings.pin_max_failures)
+            if not claimed.busy or attempt == pins.BUSY_RETRIES:
+                break
+            time.sleep(pins.BUSY_WAIT_SECONDS)
         matched = pins.compare(pin, claimed, self._decoy_hash)
         with self._tx() as s:
             result = self._settle_pin(s, claimed, matched, pin, now)
