@@ -8,9 +8,10 @@ sizes it) and, beside it in the same reactor, a minimal twisted.web resource tha
 POST with a fixed NCIP response: the ceiling of twisted.web on this machine, measured in the same
 run, twice: on a default ``Site``, and on a lean one that, like the gateway's, does not parse form
 posts (``parsePOSTFormSubmission`` off; twisted.web otherwise works out every POST's Content-Type
-with the email package, about half of that ceiling's cost). The load comes from this process: N keep-alive HTTP/1.1 connections, each sending its next
-request as soon as the answer is in. Reported: requests per second, p50 and p99 latency, answers
-that were not a successful LookupUserResponse, and the share of the ceiling at the same concurrency.
+with the email package, about half of that ceiling's cost). The load comes from this process: N
+keep-alive HTTP/1.1 connections, each sending its next request as soon as the answer is in.
+Reported: requests per second, p50 and p99 latency, answers that were not a successful
+LookupUserResponse, and the share of the ceiling at the same concurrency.
 PIN figures use the production scrypt cost (config ``register.pin_hash_cost``, default 14).
 """
 

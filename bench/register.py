@@ -66,7 +66,8 @@ def national_ids(count: int) -> list[str]:
 def seed(register: Register, ids: list[str], pin_hash: str) -> None:
     """Bulk-load libraries, a series and ``len(ids)`` patrons straight into the tables."""
     register.add_library(OPERATOR, ISIL, "Deichman Oslo", door_min_age=15)
-    register.reserve_series(OPERATOR, ISIL, first=card_number_from_int(FIRST_CARD), last=card_number_from_int(FIRST_CARD + 899_999))
+    register.reserve_series(OPERATOR, ISIL, first=card_number_from_int(FIRST_CARD),
+                            last=card_number_from_int(FIRST_CARD + 899_999))
     now = utcnow()
     with register.engine.begin() as conn:
         lib_id = conn.execute(text("SELECT id FROM libraries WHERE isil = :i"), {"i": ISIL}).scalar_one()
@@ -74,9 +75,10 @@ def seed(register: Register, ids: list[str], pin_hash: str) -> None:
         for start in range(0, len(ids), batch):
             chunk = ids[start:start + batch]
             patrons = [
-                {"id": start + i + 1, "home_library_id": lib_id, "surname": f"Etternavn{start + i}", "given_name": "Kari",
-                 "national_id_ciphertext": register.keys.encrypt(nid), "national_id_index": register.keys.lookup_hash(nid),
-                 "national_id_kind": "fnr", "birth_date": date(1980, 1, 1), "pin_hash": pin_hash, "pin_failures": 0,
+                {"id": start + i + 1, "home_library_id": lib_id, "surname": f"Etternavn{start + i}",
+                 "given_name": "Kari", "national_id_ciphertext": register.keys.encrypt(nid),
+                 "national_id_index": register.keys.lookup_hash(nid), "national_id_kind": "fnr",
+                 "birth_date": date(1980, 1, 1), "pin_hash": pin_hash, "pin_failures": 0,
                  "secret_address": False, "blocked": False, "created_at": now, "updated_at": now, "version": 1}
                 for i, nid in enumerate(chunk)
             ]
@@ -85,8 +87,8 @@ def seed(register: Register, ids: list[str], pin_hash: str) -> None:
                 {"number": card_number_from_int(FIRST_CARD + p["id"]), "patron_id": p["id"], "library_id": lib_id,
                  "status": "active", "issued_at": now} for p in patrons])
             conn.execute(insert(Activation), [
-                {"patron_id": p["id"], "library_id": lib_id, "activated_at": now, "channel": "operator", "rules_version": "1"}
-                for p in patrons])
+                {"patron_id": p["id"], "library_id": lib_id, "activated_at": now, "channel": "operator",
+                 "rules_version": "1"} for p in patrons])
         conn.execute(NumberSeries.__table__.update().values(next_number=FIRST_CARD + len(ids) + 1))
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT setval(pg_get_serial_sequence('patrons', 'id'), :n)"), {"n": len(ids)})
@@ -133,11 +135,13 @@ def measure(op: Callable[[int], object], seconds: float) -> float:
             return count / (now - start)
 
 
-def run_backend(name: str, url: str, args: argparse.Namespace, ids: list[str], pin_hash: str, work: Path) -> dict[str, float]:
+def run_backend(name: str, url: str, args: argparse.Namespace, ids: list[str], pin_hash: str,
+                work: Path) -> dict[str, float]:
     engine = make_engine(url)
     upgrade(engine)
     keys = KeyRing.create(work / f"keys-{name}.yaml")
-    register = Register(engine, keys, Settings(allow_synthetic_ids=True, pin_hash_cost=args.pin_cost, pin_max_failures=10**6))
+    settings = Settings(allow_synthetic_ids=True, pin_hash_cost=args.pin_cost, pin_max_failures=10**6)
+    register = Register(engine, keys, settings)
     t0 = time.perf_counter()
     seed(register, ids, pin_hash)
     print(f"  {name}: seeded {len(ids):,} patrons in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -185,7 +189,8 @@ def main() -> int:
             with backend_url(name, work) as url:
                 table[name] = run_backend(name, url, args, ids, pin_hash, work)
     labels = list(next(iter(table.values())))
-    print(f"\nNLR register, {args.patrons:,} patrons, one caller, {args.seconds:g} s per operation, scrypt cost 2^{args.pin_cost}")
+    print(f"\nNLR register, {args.patrons:,} patrons, one caller, {args.seconds:g} s per operation, "
+          f"scrypt cost 2^{args.pin_cost}")
     header = f"{'operation':32}" + "".join(f"{b + ' ops/s':>16}{'× baseline':>12}" for b in table)
     print(header)
     print("-" * len(header))

@@ -121,7 +121,7 @@ def codec_rates(seconds: float) -> dict[str, float]:
     ]
     ours = [parse(f, "utf-8") for f in frames]
     theirs = [pysip2.decode_message(f, encoding="utf-8") for f in frames]
-    for mine, other in zip(ours, theirs):  # the same messages, both ways
+    for mine, other in zip(ours, theirs, strict=True):  # the same messages, both ways
         assert encode(mine, "utf-8", reply_to=mine) == pysip2.encode_message(
             other.message, sequence_number=other.sequence_number, checksum=True, encoding="utf-8")
 
@@ -150,7 +150,10 @@ def codec_rates(seconds: float) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------- load over loopback
-async def open_terminal(port: int, login: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def open_terminal(port: int, login: bytes) -> Stream:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(login)
     await writer.drain()
@@ -160,7 +163,7 @@ async def open_terminal(port: int, login: bytes) -> tuple[asyncio.StreamReader, 
     return reader, writer
 
 
-async def open_terminals(port: int, login: bytes, count: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+async def open_terminals(port: int, login: bytes, count: int) -> list[Stream]:
     out = []
     for start in range(0, count, 250):
         out += await asyncio.gather(*[open_terminal(port, login) for _ in range(start, min(count, start + 250))])
@@ -355,7 +358,7 @@ def main() -> int:
           f"{args.seconds:g} s per measurement, load generator on the same machine")
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     header = ("measure", "NLR gateway", "baseline (same run)", "ratio")
-    widths = [max(w, len(h)) for w, h in zip(widths, header)]
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
     line = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}"  # noqa: E731
     print(line(header))
     print("-" * (sum(widths) + 6))

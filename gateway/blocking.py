@@ -125,7 +125,7 @@ class RegisterCalls:
     def _deliver(self, batch: list[_Call], results: list[tuple[bool, Any]], counted: bool) -> None:
         if counted:
             self.jobs -= 1
-        for (d, *_), (ok, value) in zip(batch, results):
+        for (d, *_), (ok, value) in zip(batch, results, strict=True):
             if d.called:  # timed out meanwhile: the caller has its answer already
                 if not ok:
                     value.cleanFailure()
@@ -164,6 +164,6 @@ class RegisterCalls:
                 for n in members:
                     results[n] = (False, Failure(failure.value, failure.type, failure.getTracebackObject()))
                 continue
-            for n, outcome in zip(members, outcomes):
+            for n, outcome in zip(members, outcomes, strict=True):
                 results[n] = (False, Failure(outcome)) if isinstance(outcome, BaseException) else (True, outcome)
         self.reactor.callFromThread(self._deliver, batch, results, counted)

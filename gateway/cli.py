@@ -116,12 +116,14 @@ def _yn(flag: bool) -> str:
 
 def _patron_text(p: PatronView) -> str:
     rows = [
-        ("Card", p.card + ("" if p.card_status == "active" else f" ({p.card_status}; current card {p.current_card or 'none'})")),
+        ("Card", p.card if p.card_status == "active"
+         else f"{p.card} ({p.card_status}; current card {p.current_card or 'none'})"),
         ("Name", f"{p.surname}, {p.given_name}"),
         ("National id", p.national_id_masked),
         ("Birth date", p.birth_date.isoformat() if p.birth_date else "-"),
         ("Address", "(secret address)" if p.secret_address else
-         ", ".join(x for x in (p.address_line1, p.address_line2, " ".join(y for y in (p.postal_code, p.city) if y)) if x) or "-"),
+         ", ".join(x for x in (p.address_line1, p.address_line2, " ".join(y for y in (p.postal_code, p.city) if y))
+                   if x) or "-"),
         ("E-mail", p.email or "-"),
         ("Phone", p.phone or "-"),
         ("Home library", p.home_library_isil),
@@ -161,7 +163,8 @@ def cmd_init(args: argparse.Namespace, config: Config) -> None:
         print(json.dumps({"keys_file": str(config.keys_path), "keys": "created" if created else "kept",
                           "schema_before": before, "schema": after}, indent=2))
     else:
-        print(f"schema: {'created at' if before is None else ('upgraded ' + before + ' ->' if before != after else 'current at')} {after}")
+        how = "created at" if before is None else f"upgraded {before} ->" if before != after else "current at"
+        print(f"schema: {how} {after}")
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> None:
@@ -387,7 +390,8 @@ def cmd_audit(args: argparse.Namespace, register: Register) -> None:
 def cmd_changes(args: argparse.Namespace, register: Register) -> None:
     rows = register.changes(args.since, limit=args.limit)
     _emit(args, rows, lambda: "\n".join(
-        f"{c.id}  {c.at.isoformat(timespec='seconds')}  {c.card_number}  {c.kind}  {c.library_isil or '-'}" for c in rows))
+        f"{c.id}  {c.at.isoformat(timespec='seconds')}  {c.card_number}  {c.kind}  {c.library_isil or '-'}"
+        for c in rows))
 
 
 def cmd_keys_rotate(args: argparse.Namespace, register: Register) -> None:
@@ -428,23 +432,30 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
-    def add(group: Any, name: str, func: Callable, help_: str, *, json_: bool = False, register: bool = True) -> argparse.ArgumentParser:
+    def add(group: Any, name: str, func: Callable[..., Any], help_: str, *, json_: bool = False,
+            register: bool = True) -> argparse.ArgumentParser:
         p = group.add_parser(name, help=help_, description=help_)
         p.set_defaults(func=func, needs_register=register, command_name=name)
         if json_:
             p.add_argument("--json", action="store_true", help="print JSON")
         return p
 
+    def subcommands(name: str, help_: str) -> Any:
+        return commands.add_parser(name, help=help_).add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser,
+                                                                    required=True)
+
     add(commands, "init", cmd_init, "create or upgrade the schema; create the keys file", register=False, json_=True)
     add(commands, "serve", cmd_serve, "run the daemon in the foreground", register=False)
     add(commands, "demo", cmd_demo, "load the demo data set (idempotent; synthetic national ids)", json_=True)
 
-    library = commands.add_parser("library", help="libraries").add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser, required=True)
+    library = subcommands("library", "libraries")
     p = add(library, "add", cmd_library_add, "add a library", json_=True)
     p.add_argument("isil", metavar="ISIL")
     p.add_argument("--name", required=True)
-    p.add_argument("--door-min-age", type=_count, default=18, metavar="N", help="minimum age for meråpent door access (default 18)")
-    p.add_argument("--self-activation", action="store_true", help="patrons may activate their card at this library's kiosks")
+    p.add_argument("--door-min-age", type=_count, default=18, metavar="N",
+                   help="minimum age for meråpent door access (default 18)")
+    p.add_argument("--self-activation", action="store_true",
+                   help="patrons may activate their card at this library's kiosks")
     p.add_argument("--auto-activation", action="store_true", help="the first authenticated use activates the card")
     p.add_argument("--rules-version", default="1", metavar="V")
     add(library, "list", cmd_library_list, "list libraries", json_=True)
@@ -457,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules-version", metavar="V")
     p.add_argument("--door-agreement-version", metavar="V")
 
-    series = commands.add_parser("series", help="card number series").add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser, required=True)
+    series = subcommands("series", "card number series")
     p = add(series, "reserve", cmd_series_reserve, "reserve a series of card numbers for a library", json_=True)
     p.add_argument("isil", metavar="ISIL")
     how = p.add_mutually_exclusive_group(required=True)
@@ -468,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("isil", metavar="ISIL", nargs="?")
     add(series, "conflicts", cmd_series_conflicts, "card numbers in use outside their library's series", json_=True)
 
-    terminal = commands.add_parser("terminal", help="SIP2 terminal accounts").add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser, required=True)
+    terminal = subcommands("terminal", "SIP2 terminal accounts")
     p = add(terminal, "add", cmd_terminal_add, "add a SIP2 terminal account", json_=True)
     p.add_argument("login", metavar="LOGIN")
     p.add_argument("--library", required=True, metavar="ISIL")
@@ -481,12 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password-stdin", action="store_true")
     add(terminal, "list", cmd_terminal_list, "list terminals", json_=True)
     for name in ("disable", "enable"):
-        add(terminal, name, cmd_terminal_toggle, f"{name} a terminal", json_=True).add_argument("login", metavar="LOGIN")
+        p = add(terminal, name, cmd_terminal_toggle, f"{name} a terminal", json_=True)
+        p.add_argument("login", metavar="LOGIN")
     p = add(terminal, "set-password", cmd_terminal_set_password, "change a terminal's password")
     p.add_argument("login", metavar="LOGIN")
     p.add_argument("--password-stdin", action="store_true")
 
-    client = commands.add_parser("client", help="NCIP API clients").add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser, required=True)
+    client = subcommands("client", "NCIP API clients")
     p = add(client, "add", cmd_client_add, "add an API client; prints its token on the last line", json_=True)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--library", required=True, metavar="ISIL")
@@ -494,16 +506,18 @@ def build_parser() -> argparse.ArgumentParser:
     add(client, "list", cmd_client_list, "list API clients", json_=True)
     for name in ("disable", "enable"):
         add(client, name, cmd_client_toggle, f"{name} a client", json_=True).add_argument("name", metavar="NAME")
-    add(client, "rotate-token", cmd_client_rotate, "give a client a new token", json_=True).add_argument("name", metavar="NAME")
+    p = add(client, "rotate-token", cmd_client_rotate, "give a client a new token", json_=True)
+    p.add_argument("name", metavar="NAME")
     p = add(client, "set-permissions", cmd_client_permissions, "replace a client's permissions", json_=True)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--permissions", required=True, metavar="P,P,…")
 
-    patron = commands.add_parser("patron", help="patrons").add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser, required=True)
+    patron = subcommands("patron", "patrons")
     p = add(patron, "add", cmd_patron_add, "register a patron; prints the card number", json_=True)
     p.add_argument("--library", required=True, metavar="ISIL")
     p.add_argument("--card", metavar="CARD", help="a number from the library's series (default: the next free one)")
-    p.add_argument("--national-id", required=True, metavar="ID", help="fødselsnummer, D-nummer or DUF-nummer; - reads it from stdin")
+    p.add_argument("--national-id", required=True, metavar="ID",
+                   help="fødselsnummer, D-nummer or DUF-nummer; - reads it from stdin")
     p.add_argument("--surname", required=True)
     p.add_argument("--given-name", required=True)
     p.add_argument("--birth-date", type=_iso_date, metavar="YYYY-MM-DD")
@@ -517,11 +531,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phone", metavar="T")
     p.add_argument("--secret-address", action="store_true")
     p.add_argument("--pin-stdin", action="store_true")
-    add(patron, "show", cmd_patron_show, "show a patron (national id masked)", json_=True).add_argument("card", metavar="CARD")
+    p = add(patron, "show", cmd_patron_show, "show a patron (national id masked)", json_=True)
+    p.add_argument("card", metavar="CARD")
     add(patron, "find", cmd_patron_find, "find a patron by national id, read from stdin", json_=True)
     p = add(patron, "update", cmd_patron_update, "change a patron's personal data", json_=True)
     p.add_argument("card", metavar="CARD")
-    for opt in ("surname", "given-name", "address-line1", "address-line2", "postal-code", "city", "country", "email", "phone", "gender"):
+    for opt in ("surname", "given-name", "address-line1", "address-line2", "postal-code", "city", "country", "email",
+                "phone", "gender"):
         p.add_argument(f"--{opt}", dest=opt.replace("-", "_"))
     p.add_argument("--birth-date", type=_iso_date, metavar="YYYY-MM-DD")
     p.add_argument("--secret-address", choices=("on", "off"))
@@ -534,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--library", required=True, metavar="ISIL")
     p.add_argument("--door-agreement", action="store_true", help="also record the signed meråpent agreement")
     for name in ("revoke-door", "restore-door"):
-        p = add(patron, name, cmd_patron_door, f"{name.split('-')[0]} the patron's door access at a library", json_=True)
+        p = add(patron, name, cmd_patron_door, f"{name.split('-')[0]} the patron's door access at a library",
+                json_=True)
         p.add_argument("card", metavar="CARD")
         p.add_argument("--library", required=True, metavar="ISIL")
     p = add(patron, "set-home", cmd_patron_set_home, "change the patron's home library", json_=True)
@@ -544,12 +561,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("card", metavar="CARD")
     p.add_argument("--reason", required=True, metavar="TEXT")
     add(patron, "unblock", cmd_patron_unblock, "unblock a patron", json_=True).add_argument("card", metavar="CARD")
-    add(patron, "report-lost", cmd_patron_report_lost, "report a card lost", json_=True).add_argument("card", metavar="CARD")
+    p = add(patron, "report-lost", cmd_patron_report_lost, "report a card lost", json_=True)
+    p.add_argument("card", metavar="CARD")
     p = add(patron, "replace-card", cmd_patron_replace_card, "give the patron a new card number; prints it", json_=True)
     p.add_argument("card", metavar="CARD")
     p.add_argument("--new-card", metavar="CARD")
     add(patron, "delete", cmd_patron_delete, "erase the patron's personal data").add_argument("card", metavar="CARD")
-    add(patron, "export", cmd_patron_export, "everything held about the patron, as JSON").add_argument("card", metavar="CARD")
+    p = add(patron, "export", cmd_patron_export, "everything held about the patron, as JSON")
+    p.add_argument("card", metavar="CARD")
 
     p = add(commands, "audit", cmd_audit, "the audit trail, of one patron or of everything", json_=True)
     p.add_argument("card", metavar="CARD", nargs="?")
@@ -558,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=_count, default=0, metavar="ID")
     p.add_argument("--limit", type=_count, default=1000)
 
-    keys = commands.add_parser("keys", help="encryption keys").add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser, required=True)
+    keys = subcommands("keys", "encryption keys")
     p = add(keys, "rotate", cmd_keys_rotate, "add a new key and re-encrypt national ids with it")
     p.add_argument("--batch-size", type=_count, default=500)
     p = add(keys, "reencrypt", cmd_keys_reencrypt, "re-encrypt national ids still sealed with an older key")

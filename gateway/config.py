@@ -117,7 +117,8 @@ def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is list:
         inner = get_args(tp)[0]
-        plural = {int: "whole numbers", bool: "true/false values", str: "strings"}.get(inner, f"{_type_name(inner)} values")
+        plurals = {int: "whole numbers", bool: "true/false values", str: "strings"}
+        plural = plurals.get(inner, f"{_type_name(inner)} values")
         return f'a list of {plural}, e.g. ["…", "…"]'
     return {int: "a whole number", bool: "true or false", str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
 
@@ -186,7 +187,8 @@ def _check_ranges(config: Config, source: str) -> None:
     for section in ("sip2", "http"):
         for i, description in enumerate(getattr(config, section).listen):
             if not description.strip():
-                raise ConfigError(f"{source}: key '{section}.listen[{i}]' must not be empty (e.g. tcp:8080:interface=127.0.0.1)")
+                raise ConfigError(f"{source}: key '{section}.listen[{i}]' must not be empty "
+                                  "(e.g. tcp:8080:interface=127.0.0.1)")
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -206,7 +208,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{source}: config file not found (give an existing file with --config or NLR_CONFIG)") from None
+        raise ConfigError(f"{source}: config file not found "
+                          "(give an existing file with --config or NLR_CONFIG)") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{source}: config file is not UTF-8 text; save it as UTF-8") from None
     except IsADirectoryError:

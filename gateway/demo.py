@@ -36,9 +36,9 @@ def synthetic_fnr(birth: date, individual: int) -> str:
     """A synthetic fødselsnummer (month + 80) with legacy check digits, for tests and demo data."""
     for ind in range(individual, individual + 50):
         digits = [int(c) for c in f"{birth.day:02d}{birth.month + 80:02d}{birth.year % 100:02d}{ind % 1000:03d}"]
-        k1 = 11 - sum(w * d for w, d in zip((3, 7, 6, 1, 8, 9, 4, 5, 2), digits)) % 11
+        k1 = 11 - sum(w * d for w, d in zip((3, 7, 6, 1, 8, 9, 4, 5, 2), digits, strict=True)) % 11
         k1 = 0 if k1 == 11 else k1
-        k2 = 11 - sum(w * d for w, d in zip((5, 4, 3, 2, 7, 6, 5, 4, 3, 2), digits + [k1])) % 11
+        k2 = 11 - sum(w * d for w, d in zip((5, 4, 3, 2, 7, 6, 5, 4, 3, 2), digits + [k1], strict=True)) % 11
         k2 = 0 if k2 == 11 else k2
         if k1 != 10 and k2 != 10:
             return "".join(map(str, digits)) + f"{k1}{k2}"
@@ -48,7 +48,8 @@ def synthetic_fnr(birth: date, individual: int) -> str:
 # card, home library, surname, given name, birth date, individnummer base, extra
 PATRONS = [
     ("N000100001", "NO-2030000", "Nordmann", "Kari", date(1985, 3, 14), 10,
-     {"address_line1": "Storgata 1", "postal_code": "0155", "city": "Oslo", "email": "kari@example.org", "phone": "22334455"}),
+     {"address_line1": "Storgata 1", "postal_code": "0155", "city": "Oslo", "email": "kari@example.org",
+      "phone": "22334455"}),
     ("N000200001", "NO-2120100", "Hansen", "Ola", date(1990, 11, 2), 20,
      {"address_line1": "Strandkaien 3", "postal_code": "5013", "city": "Bergen"}),
     # Born ten years before the demo is loaded (see _birth), so she is always under Oslo's door age.

@@ -140,7 +140,8 @@ def serve(config: Config) -> None:
         reactor.stop()
 
     def serving(_: Any) -> None:
-        log.info("NLR gateway serving HTTP on {http} and SIP2 on {sip2}", http=config.http.listen, sip2=config.sip2.listen)
+        log.info("NLR gateway serving HTTP on {http} and SIP2 on {sip2}",
+                 http=config.http.listen, sip2=config.sip2.listen)
 
     def start() -> None:
         try:

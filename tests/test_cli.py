@@ -404,12 +404,13 @@ def test_patron_commands_and_their_errors(nlr: Nlr) -> None:
 def test_demo_is_idempotent_and_has_the_six_patrons(nlr: Nlr) -> None:
     first = ok(nlr("demo")).out
     assert "1234" in first
-    before = nlr.parallel(["library", "list", "--json"], ["series", "list", "--json"], ["audit", "--json", "--limit", "100000"])
+    listings = (["library", "list", "--json"], ["series", "list", "--json"], ["audit", "--json", "--limit", "100000"])
+    before = nlr.parallel(*listings)
     second = ok(nlr("demo", "--json")).json
     assert {e["status"] for e in second if not e["item"].startswith("demo PIN")} == {"already there"}, second
     assert len([e for e in second if e["item"].startswith("patron ")]) >= 6
-    after = nlr.parallel(["library", "list", "--json"], ["series", "list", "--json"], ["audit", "--json", "--limit", "100000"])
-    for b, a in zip(before, after):
+    after = nlr.parallel(*listings)
+    for b, a in zip(before, after, strict=True):
         assert ok(b).json == ok(a).json, "a second `nlr demo` must change nothing"
 
     libraries = {lib["isil"]: lib for lib in before[0].json}

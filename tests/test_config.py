@@ -229,7 +229,8 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path, monkey
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    cfg = write(tmp_path / "etc" / "nlr" / "nlr.yaml", "database:\n  url: sqlite:///data/register.db\nkeys_file: secret/keys.yaml\n")
+    cfg = write(tmp_path / "etc" / "nlr" / "nlr.yaml",
+                "database:\n  url: sqlite:///data/register.db\nkeys_file: secret/keys.yaml\n")
     config = load_config(cfg)
     assert config.database_url == f"sqlite:///{tmp_path}/etc/nlr/data/register.db"
     assert config.keys_path == tmp_path / "etc" / "nlr" / "secret" / "keys.yaml"
@@ -237,7 +238,8 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path, monkey
 
 def test_relative_config_path_and_parent_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    write(tmp_path / "config" / "demo.yaml", "database:\n  url: sqlite:///../var/register.db\nkeys_file: ../var/keys.yaml\n")
+    write(tmp_path / "config" / "demo.yaml",
+          "database:\n  url: sqlite:///../var/register.db\nkeys_file: ../var/keys.yaml\n")
     config = load_config("config/demo.yaml")
     assert Path(config.database_url.removeprefix("sqlite:///")).resolve() == tmp_path / "var" / "register.db"
     assert config.keys_path.resolve() == tmp_path / "var" / "keys.yaml"
@@ -245,7 +247,8 @@ def test_relative_config_path_and_parent_folders(tmp_path: Path, monkeypatch: py
 
 
 def test_absolute_paths_and_server_urls_are_kept(tmp_path: Path) -> None:
-    cfg = write(tmp_path / "a" / "nlr.yaml", f"database:\n  url: sqlite:///{tmp_path}/b/r.db\nkeys_file: {tmp_path}/c/k.yaml\n")
+    cfg = write(tmp_path / "a" / "nlr.yaml",
+                f"database:\n  url: sqlite:///{tmp_path}/b/r.db\nkeys_file: {tmp_path}/c/k.yaml\n")
     config = load_config(cfg)
     assert config.database_url == f"sqlite:///{tmp_path}/b/r.db"
     assert config.keys_path == tmp_path / "c" / "k.yaml"

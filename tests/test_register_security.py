@@ -26,7 +26,7 @@ def _populate(reg) -> list[str]:
     """Patrons, lookups, decisions, lost cards: everything that might leak a national id or a PIN."""
     ids = _ids(3)
     cards = []
-    for k, (number, pin) in enumerate(zip(ids, PINS)):
+    for k, (number, pin) in enumerate(zip(ids, PINS, strict=True)):
         p = add_patron(reg, k, OSLO, birth=None, national_id=number, pin=pin, email=f"p{k}@example.org")
         cards.append(p.card)
     reg.find_patron_by_national_id(client(OSLO, "lookup-national-id"), ids[0])
@@ -47,7 +47,7 @@ def _every_value(reg) -> list[tuple[str, str, object]]:
     with reg.engine.connect() as conn:
         for table in Base.metadata.sorted_tables:
             for row in conn.execute(table.select()):
-                for column, value in zip(table.columns.keys(), row):
+                for column, value in zip(table.columns.keys(), row, strict=True):
                     out.append((table.name, column, value))
     return out
 
@@ -174,7 +174,7 @@ def test_key_rotation_reencrypts_every_row_and_lookups_still_work(reg):
     assert reg.reencrypt() == 0  # idempotent
     for (cipher,) in raw_rows(reg, "SELECT national_id_ciphertext FROM patrons"):
         assert KeyRing.key_id_of(bytes(cipher)) == 2
-    for card, number in zip(cards, ids):
+    for card, number in zip(cards, ids, strict=True):
         assert reg.find_patron_by_national_id(OPERATOR, number).card == card
         assert reg.find_patron(OPERATOR, card, with_national_id=True).national_id == number
     # duplicates are still caught (the lookup index does not depend on the encryption key)

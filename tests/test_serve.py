@@ -79,9 +79,11 @@ class Daemon:
                                          stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=cwd, env=_env())
 
     def output(self) -> str:
-        return f"stdout:\n{self.log.read_text(errors='replace')[-3000:]}\nstderr:\n{self.err.read_text(errors='replace')}"
+        out, err = self.log.read_text(errors="replace")[-3000:], self.err.read_text(errors="replace")
+        return f"stdout:\n{out}\nstderr:\n{err}"
 
-    def health(self, base: str, want: int, timeout: float = 20.0, context: ssl.SSLContext | None = None) -> dict[str, Any]:
+    def health(self, base: str, want: int, timeout: float = 20.0,
+               context: ssl.SSLContext | None = None) -> dict[str, Any]:
         """Poll GET /healthz until it answers ``want``; returns the JSON body."""
         deadline = time.monotonic() + timeout
         last: Any = None
@@ -222,7 +224,8 @@ def test_serve_refuses_bad_listen_config_before_touching_the_database(tmp_path: 
     }
     procs = {}
     for name, (listen, _) in cases.items():
-        cfg = write_config(tmp_path / f"{name}.yaml", DB_DOWN_URL, keys_path, http=listen["http"], sip2=listen.get("sip2"))
+        cfg = write_config(tmp_path / f"{name}.yaml", DB_DOWN_URL, keys_path,
+                           http=listen["http"], sip2=listen.get("sip2"))
         procs[name] = (cfg, run_serve(cfg, tmp_path))
     unknown = write_config(tmp_path / "unknown.yaml", DB_DOWN_URL, keys_path, http=[f"tcp:{port}:interface=127.0.0.1"],
                            extra="  port: 8080\n")
@@ -343,7 +346,8 @@ def test_endpoint_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
     assert resolve_endpoint("unix:address=/run/nlr.sock", base) == "unix:address=/run/nlr.sock"
     assert resolve_endpoint("tcp:6001:interface=\\:\\:1", base) == "tcp:6001:interface=\\:\\:1"
     odd = tmp_path / "a:b"
-    assert resolve_endpoint("ssl:1:privateKey=k.pem", odd) == f"ssl:1:privateKey={str(odd).replace(':', chr(92) + ':')}/k.pem"
+    escaped = str(odd).replace(":", "\\:")
+    assert resolve_endpoint("ssl:1:privateKey=k.pem", odd) == f"ssl:1:privateKey={escaped}/k.pem"
 
 
 def test_listeners_queue_a_burst_of_connects_unless_told_otherwise() -> None:

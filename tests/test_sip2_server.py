@@ -109,7 +109,8 @@ def test_patron_information_vectors(sip):
         assert frame[37:61] == b"0" * 24  # counts always 0000 (A.3)
         assert (m.get("BL"), m.get("AE"), m.get("CQ")) == ("Y", KARI_FULL, None)
         assert m.get("BD") == "Storgata 1, 0155 Oslo"
-        assert (m.get("BE"), m.get("BF"), m.get("PB"), m.get("PC")) == ("kari@example.org", "+4722334455", "19850314", OSLO)
+        assert (m.get("BE"), m.get("BF"), m.get("PB"), m.get("PC")) == (
+            "kari@example.org", "+4722334455", "19850314", OSLO)
         asked = fields(c.ask(patron_information(KARI, None, summary="Y" + " " * 9)))  # hold items, please
         assert not {fid for fid, _ in asked.fields} & {"AS", "AT", "AU", "AV", "BU", "CD"}  # item lists empty
         unknown = fields(c.ask(f"63000{D}{' ' * 10}AO{OSLO}|AAN000188888|"))
@@ -122,7 +123,8 @@ def test_patron_enable_activates_at_the_terminals_library(sip):
     assert reg.find_patron(OPERATOR, BERGEN_PATRON).activation_at(OSLO) is None
     with sip.login() as c:
         without_pin = fields(c.ask(patron_enable(BERGEN_PATRON, None)))
-        assert without_pin.fixed["patron_status"] == answers.DENIED and without_pin.get("AF") == answers.SCREEN[Reason.PIN_MISSING]
+        assert without_pin.fixed["patron_status"] == answers.DENIED
+        assert without_pin.get("AF") == answers.SCREEN[Reason.PIN_MISSING]
         assert reg.find_patron(OPERATOR, BERGEN_PATRON).activation_at(OSLO) is None
         frame = c.ask(patron_enable(BERGEN_PATRON))
         assert matches(rf"^26 {{4}}[ Y]{{10}}000{DRE}", frame)
@@ -183,7 +185,8 @@ def test_circulation_gets_a_clean_refusal_and_is_forgotten(sip, logs, code, requ
         frame = c.ask(request_)
         assert matches(pattern, frame), frame
         m = fields(frame)
-        assert m.get("AF") == answers.CIRCULATION_REFUSED and m.get("AF").startswith("Lånerregisteret håndterer ikke utlån")
+        assert m.get("AF") == answers.CIRCULATION_REFUSED
+        assert m.get("AF").startswith("Lånerregisteret håndterer ikke utlån")
         sent = fields(request_)
         for fid in ("AO", "AA", "AB"):
             if fid in m:
@@ -216,7 +219,7 @@ def test_error_detection_vectors(sip):
         status = c.ask("9900302.00AY1AZFCA5")
         assert status.startswith(b"98") and matches(r".*AY1AZ[0-9A-F]{4}$", status) and checksum_ok(status)
         answers_ = []
-        for seq, vector in zip((2, 3, 4), VECTORS):
+        for seq, vector in zip((2, 3, 4), VECTORS, strict=True):
             frame = c.ask(vector)
             assert frame[:2] == {2: b"24", 3: b"64", 4: b"36"}[seq]
             assert matches(rf".*AY{seq}AZ[0-9A-F]{{4}}$", frame) and checksum_ok(frame)
@@ -434,8 +437,10 @@ def test_every_reason_code_at_a_kiosk_and_at_a_door(sip, card, pin, ao, at_kiosk
         for ask in (patron_status, patron_information):
             m = fields(c.ask(ask(card, pin, ao=ao)))
             exists = card != UNKNOWN and at_kiosk is not Reason.WRONG_INSTITUTION
-            assert m.fixed["patron_status"] == (GRANTED if at_kiosk is Reason.GRANTED else LOST_STATUS
-                                                if at_kiosk in (Reason.CARD_LOST, Reason.CARD_REPLACED) else answers.DENIED)
+            assert m.fixed["patron_status"] == (
+                GRANTED if at_kiosk is Reason.GRANTED
+                else LOST_STATUS if at_kiosk in (Reason.CARD_LOST, Reason.CARD_REPLACED)
+                else answers.DENIED)
             assert m.get("BL") == ("Y" if exists else "N")
             assert m.get("AE") == (names[card] if exists and at_kiosk not in UNPROVEN else "")
             assert m.get("CQ") == (None if pin is None else "Y" if at_kiosk in PIN_VALID else "N")
@@ -482,7 +487,8 @@ def test_profiles_decide_the_personal_data(sip):
         seen = list(c.received)
     with sip.login("door1") as c:
         door = fields(c.ask(patron_information(KARI)))
-        assert door.get("AE") == KARI_NAME[0] and {fid for fid, _ in door.fields} == {"AO", "AA", "AE", "BL", "CQ", "AF"}
+        assert door.get("AE") == KARI_NAME[0]
+        assert {fid for fid, _ in door.fields} == {"AO", "AA", "AE", "BL", "CQ", "AF"}
         seen += c.received
     with sip.login("kiosk-nopin") as c:  # a kiosk that may answer without a PIN
         m = fields(c.ask(patron_status(KARI, None)))

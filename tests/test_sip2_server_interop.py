@@ -4,6 +4,7 @@ the server end to end, and the `pysip2` codec reads every kind of response the s
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import pysip2
 import pytest
@@ -138,7 +139,7 @@ def every_kind_of_answer(sip, login: str, encoding: str) -> list[bytes]:
         c.ask("97")  # the last response again
         c.ask("9910302.00AY1AZ0000")  # 96 (bad checksum)
         for seq in (None, 2):
-            ask = (lambda m: c.ask(m, seq=seq)) if seq is not None else c.ask
+            ask = partial(c.ask, seq=seq) if seq is not None else c.ask
             ask("9910302.00")
             for card, pin, ao in [(KARI, PIN, OSLO), (UNKNOWN, PIN, OSLO), (WRONG_PIN, "9999", OSLO),
                                   (KARI, None, OSLO), (KARI, PIN, BERGEN), (SECRET, PIN, OSLO)]:

@@ -70,14 +70,16 @@ def test_a_database_outage_and_recovery(servers, proxied, logs):
     proxy.down()
     start = time.monotonic()
     status = fields(kiosk.ask("9900302.00"))
-    assert (status.fixed["online_status"], status.fixed["timeout_period"], status.get("AF")) == ("N", "000", UNAVAILABLE)
+    assert (status.fixed["online_status"], status.fixed["timeout_period"], status.get("AF")) == (
+        "N", "000", UNAVAILABLE)
     assert status.get("BX") == answers.BX
     for ask in (patron_status, patron_information):
         m = fields(kiosk.ask(ask(KARI)))
         assert (m.fixed["patron_status"], m.get("BL"), m.get("AE"), m.get("CQ"), m.get("AF")) == \
             (answers.DENIED, "N", "", "N", UNAVAILABLE)
         d = fields(door.ask(ask(KARI)))
-        assert (d.fixed["patron_status"], d.get("BL"), d.get("AE"), d.get("AF")) == (answers.DENIED, "N", "", UNAVAILABLE)
+        assert (d.fixed["patron_status"], d.get("BL"), d.get("AE"), d.get("AF")) == (
+            answers.DENIED, "N", "", UNAVAILABLE)
     enable = fields(kiosk.ask(patron_enable(KARI)))
     assert (enable.code, enable.get("BL"), enable.get("AF")) == ("26", "N", UNAVAILABLE)
     block = fields(kiosk.ask(f"01N{D}AO{OSLO}|ALx|AA{KARI}|AC|"))

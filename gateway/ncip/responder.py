@@ -199,7 +199,7 @@ class Responder:
                     client.actor(), [r.user.card or "" for _, r in group], with_national_id=see)
             except Exception as exc:  # noqa: BLE001 - RegisterError: a Problem each; a bug: the group alone
                 views = [exc] * len(group)
-            for (i, r), view in zip(group, views):
+            for (i, r), view in zip(group, views, strict=True):
                 if isinstance(view, RegisterError):
                     out[i] = self._problem(r, problem_for(view, r), client)
                 elif isinstance(view, Exception):

@@ -374,7 +374,7 @@ def parse_request(body: bytes, *, max_size: int = MAX_SIZE) -> Request:
     except (etree.LxmlError, ValueError, LookupError) as e:
         where = getattr(e, "position", None)
         raise NCIPSyntaxError("The message is not well-formed XML"
-                              + (" (line %d, column %d)" % where if where else "")) from None
+                              + (f" (line {where[0]}, column {where[1]})" if where else "")) from None
     if not isinstance(root.tag, str) or _local(root) != "NCIPMessage":
         raise NCIPSyntaxError("The root element is not NCIPMessage")
     services = [c for c in _children(root) if _local(c) != "Ext"]

@@ -3,9 +3,10 @@
 Lenient on input, strict on output:
 
 * ``parse`` trims junk around a message (leading non-alphanumerics; trailing blanks and control
-  bytes, then surplus ``|``; never into the fixed part), accepts fields in any order, missing or empty, ignores unknown ids, verifies a
-  checksum over the received bytes (falling back to code points, then NFD UTF-8 — B.7) and
-  decodes with the terminal's encoding, falling back to UTF-8 then cp850 (A.5, B.8).
+  bytes, then surplus ``|``; never into the fixed part), accepts fields in any order, missing or
+  empty, ignores unknown ids, verifies a checksum over the received bytes (falling back to code
+  points, then NFD UTF-8 — B.7) and decodes with the terminal's encoding, falling back to UTF-8
+  then cp850 (A.5, B.8).
 * ``encode`` emits exact fixed widths, fields in spec order, NFC text in the terminal's encoding,
   and refuses anything that would break the frame. Display fields (``AE``, ``AF``, ``AG`` …) are
   made to fit: characters the encoding lacks are transliterated, ``|`` / CR / LF / other control

@@ -118,7 +118,7 @@ class Field:
 def _parse_fields(table: str) -> dict[str, Field]:
     words = table.split()
     out = {}
-    for fid, name, cls in zip(words[0::3], words[1::3], words[2::3]):
+    for fid, name, cls in zip(words[0::3], words[1::3], words[2::3], strict=True):
         out[fid] = Field(fid, name, cls.rstrip("*"), cls.endswith("*"))
     return out
 
@@ -139,24 +139,34 @@ _DATE_TX = "transaction_date:date"
 _CHECKOUT_RESP = f"ok:01 renewal_ok:YN magnetic_media:YNU desensitize:YNU=N {_DATE_TX} | " \
                  "AO! AA! AB! AJ! AH! BT CI BH BV CK CH BK AF AG"
 
+# One message a row: code[>answer code], name, fixed fields (name:kind[=default]), then | and the variable
+# field ids (! = required). A line that starts with blanks continues the row above.
 _MESSAGES = f"""
 93>94 login                  uid_algorithm:a1=0 pwd_algorithm:a1=0 | CN! CO! CP
 94 login_response            ok:01 |
 99>98 sc_status              status_code:n1 max_print_width:n3 protocol_version:a4=2.00 |
-98 acs_status                online_status:YN checkin_ok:YN checkout_ok:YN acs_renewal_policy:YN status_update_ok:YN offline_ok:YN timeout_period:n3 retries_allowed:n3 date_time_sync:date protocol_version:a4=2.00 | AO! AM AN BX! AF AG
+98 acs_status                online_status:YN checkin_ok:YN checkout_ok:YN acs_renewal_policy:YN status_update_ok:YN
+                             offline_ok:YN timeout_period:n3 retries_allowed:n3 date_time_sync:date
+                             protocol_version:a4=2.00
+                             | AO! AM AN BX! AF AG
 97 request_acs_resend        |
 96 request_sc_resend         |
 23>24 patron_status          language:n3 {_DATE_TX} | AO! AA! AC! AD!
 24 patron_status_response    patron_status:status language:n3 {_DATE_TX} | AO! AA! AE! BL CQ BH BV AF AG
 63>64 patron_information     language:n3 {_DATE_TX} summary:summary | AO! AA! AC AD BP BQ
-64 patron_information_response patron_status:status language:n3 {_DATE_TX} hold_items_count:n4 overdue_items_count:n4 charged_items_count:n4 fine_items_count:n4 recall_items_count:n4 unavailable_holds_count:n4 | AO! AA! AE! BZ CA CB BL CQ BH BV CC AS AT AU AV BU CD BD BE BF AF AG
+64 patron_information_response patron_status:status language:n3 {_DATE_TX} hold_items_count:n4
+                             overdue_items_count:n4 charged_items_count:n4 fine_items_count:n4 recall_items_count:n4
+                             unavailable_holds_count:n4
+                             | AO! AA! AE! BZ CA CB BL CQ BH BV CC AS AT AU AV BU CD BD BE BF AF AG
 11>12 checkout               sc_renewal_policy:YN no_block:YN {_DATE_TX} nb_due_date:date? | AO! AA! AB! AC! CH AD BO BI
 12 checkout_response         {_CHECKOUT_RESP}
 09>10 checkin                no_block:YN {_DATE_TX} return_date:date? | AP! AO! AB! AC! CH BI
-10 checkin_response          ok:01 resensitize:YN magnetic_media:YNU alert:YN {_DATE_TX} | AO! AB! AQ! AJ CL AA CK CH CR CS CT CV CY DA AF AG
+10 checkin_response          ok:01 resensitize:YN magnetic_media:YNU alert:YN {_DATE_TX}
+                             | AO! AB! AQ! AJ CL AA CK CH CR CS CT CV CY DA AF AG
 01>24 block_patron           card_retained:YN {_DATE_TX} | AO! AL! AA! AC!
 17>18 item_information       {_DATE_TX} | AO! AB! AC
-18 item_information_response circulation_status:n2=01 security_marker:n2=00 fee_type:n2=01 {_DATE_TX} | CF AH CJ CM AB! AJ! BG BH BV CK AQ AP CH AF AG
+18 item_information_response circulation_status:n2=01 security_marker:n2=00 fee_type:n2=01 {_DATE_TX}
+                             | CF AH CJ CM AB! AJ! BG BH BV CK AQ AP CH AF AG
 19>20 item_status_update     {_DATE_TX} | AO! AB! AC CH!
 20 item_status_update_response item_properties_ok:01 {_DATE_TX} | AB! AJ CH AF AG
 25>26 patron_enable          {_DATE_TX} | AO! AA! AC AD
@@ -225,9 +235,18 @@ def _parse_layout(line: str) -> Layout:
     return Layout(code, words[1], response or None, tuple(fixed), tuple(ids), required)
 
 
-LAYOUTS: dict[str, Layout] = {
-    lay.code: lay for lay in map(_parse_layout, filter(None, _MESSAGES.strip().splitlines()))
-}
+def _rows(table: str) -> list[str]:
+    """The table's rows: a line that starts with blanks continues the row above."""
+    rows: list[str] = []
+    for line in table.strip().splitlines():
+        if line[:1].isspace() and rows:
+            rows[-1] += " " + line.strip()
+        elif line:
+            rows.append(line)
+    return rows
+
+
+LAYOUTS: dict[str, Layout] = {lay.code: lay for lay in map(_parse_layout, _rows(_MESSAGES))}
 LAYOUT_BY_NAME: dict[str, Layout] = {lay.name: lay for lay in LAYOUTS.values()}
 
 

@@ -86,7 +86,10 @@ class Message:
         return [f for f in lay.fields if f in lay.required and f not in self] if lay else []
 
 
-_FIELD_IDS: dict[str, str] = {**{name: f.id for name, f in FIELD_BY_NAME.items()}, **{f.id: f.id for f in FIELD_BY_NAME.values()}}
+_FIELD_IDS: dict[str, str] = {
+    **{name: f.id for name, f in FIELD_BY_NAME.items()},
+    **{f.id: f.id for f in FIELD_BY_NAME.values()},
+}
 
 
 def field_id(key: str) -> str:
