@@ -209,7 +209,8 @@ def _addresses(parent: etree._Element, user: UserView) -> None:
 
 
 def _privilege(parent: etree._Element, agency_id: str, kind: PrivilegeKind, status: str,
-               valid_from=None, valid_to=None, description: str | None = None) -> None:
+               valid_from: datetime | date | None = None, valid_to: datetime | date | None = None,
+               description: str | None = None) -> None:
     up = _add(parent, "UserPrivilege")
     _add(up, "AgencyId", agency_id)
     _add(up, "AgencyUserPrivilegeType", kind)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from enum import StrEnum
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from lxml import etree
 
@@ -32,6 +34,9 @@ from .requests import (
     UserFields,
     UserRef,
 )
+
+if TYPE_CHECKING:
+    from lxml.etree._docloader import _InputDocument  # only in the stubs: what a Resolver hands back
 
 MAX_SIZE = 256 * 1024
 
@@ -85,7 +90,7 @@ class _BadDate(Exception):
 class _DenyResolver(etree.Resolver):
     """Belt and braces: should libxml2 ever ask for an external resource, hand it nothing."""
 
-    def resolve(self, url, pubid, context):
+    def resolve(self, system_url: str | None, public_id: str | None, context: object, /) -> _InputDocument:
         return self.resolve_string("", context)
 
 
@@ -111,7 +116,9 @@ _ALIASES = {"UniqueUserId": "UserId", "UniqueAgencyId": "AgencyId"}  # NCIP 1 na
 
 
 def _local(el: etree._Element) -> str:
-    name = el.tag.rpartition("}")[2]
+    """The local name of an element (``""`` for a comment or processing instruction, whose tag is
+    not a string; the callers look at elements only)."""
+    name = el.tag.rpartition("}")[2] if isinstance(el.tag, str) else ""
     return _ALIASES.get(name, name)
 
 
@@ -183,15 +190,20 @@ _DATE = re.compile(
 
 def _datetime(el: etree._Element | None) -> datetime | None:
     """xs:dateTime or xs:date, with or without time and zone; no zone means Europe/Oslo."""
+    found = _datetime_and_match(el)
+    return found[0] if found else None
+
+
+def _datetime_and_match(el: etree._Element | None) -> tuple[datetime, re.Match[str]] | None:
     raw = _text(el)
-    if raw is None:
+    if el is None or raw is None:
         return None
     m = _DATE.fullmatch(raw)
     try:
         if m is None:
             raise ValueError(raw)
         y, mo, d, h, mi, sec, frac, zone = m.groups()
-        tz = s.OSLO
+        tz: tzinfo = s.OSLO
         if zone and zone.upper() == "Z":
             tz = UTC
         elif zone:
@@ -199,16 +211,17 @@ def _datetime(el: etree._Element | None) -> datetime | None:
             offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
             tz = timezone(-offset if zone[0] == "-" else offset)
         return datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(sec or 0),
-                        int((frac or "0").ljust(6, "0")), tzinfo=tz).astimezone(s.OSLO)
+                        int((frac or "0").ljust(6, "0")), tzinfo=tz).astimezone(s.OSLO), m
     except (ValueError, OverflowError):
         raise _BadDate(_local(el), raw[:40]) from None
 
 
 def _date(el: etree._Element | None) -> date | None:
     """A birth date: the calendar date as written, whatever time or zone follows it."""
-    if _datetime(el) is None:  # validates the whole value
+    found = _datetime_and_match(el)  # validates the whole value
+    if found is None:
         return None
-    y, m, d = _DATE.fullmatch(_text(el)).groups()[:3]
+    y, m, d = found[1].groups()[:3]
     return date(int(y), int(m), int(d))
 
 
@@ -268,7 +281,10 @@ def _name(el: etree._Element | None) -> Name | None:
 
 def _address(uai: etree._Element, physical: etree._Element) -> Address:
     structured = _child(physical, "StructuredAddress")
-    part = lambda name: _text(_child(structured, name))  # noqa: E731
+
+    def part(name: str) -> str | None:
+        return _text(_child(structured, name))
+
     return Address(
         role=_canon(_child(uai, "UserAddressRoleType"), _ROLES),
         line1=part("Line1") or part("Street") or part("PostOfficeBox"),
@@ -294,8 +310,22 @@ def _privilege(el: etree._Element) -> Privilege:
     )
 
 
-def _user_fields(el: etree._Element | None) -> dict:
-    addresses, emails, phones = [], [], []
+class _UserFieldValues(TypedDict):
+    """The keyword arguments of ``UserFields``."""
+
+    name: Name | None
+    addresses: tuple[Address, ...]
+    emails: tuple[str, ...]
+    phones: tuple[str, ...]
+    birth_date: date | None
+    pin: str | None
+    privileges: tuple[Privilege, ...]
+
+
+def _user_fields(el: etree._Element | None) -> _UserFieldValues:
+    addresses: list[Address] = []
+    emails: list[str] = []
+    phones: list[str] = []
     for uai in _children(el, "UserAddressInformation"):
         physical, electronic = _child(uai, "PhysicalAddress"), _child(uai, "ElectronicAddress")
         if physical is not None:
@@ -307,7 +337,7 @@ def _user_fields(el: etree._Element | None) -> dict:
                 emails.append(re.sub(r"^mailto:", "", data, flags=re.I))
             elif data and kind == _PHONE:
                 phones.append(re.sub(r"^(tel|sms):", "", data, flags=re.I))
-    return dict(
+    return _UserFieldValues(
         name=_name(_child(el, "NameInformation")),
         addresses=tuple(addresses), emails=tuple(emails), phones=tuple(phones),
         birth_date=_date(_child(el, "DateOfBirth")),
@@ -316,7 +346,10 @@ def _user_fields(el: etree._Element | None) -> dict:
     )
 
 
-def _element_types(el: etree._Element, name: str, vocabulary: dict, enum: type) -> frozenset:
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def _element_types(el: etree._Element, name: str, vocabulary: dict[str, str], enum: type[_E]) -> frozenset[_E]:
     """Requested element types; values outside the vocabulary are ignored."""
     values = (vocabulary.get(_key(_value(c))) for c in _children(el, name))
     return frozenset(enum(v) for v in values if v)
@@ -324,30 +357,31 @@ def _element_types(el: etree._Element, name: str, vocabulary: dict, enum: type) 
 
 # --- services ------------------------------------------------------------------------------------
 
-def _lookup_user(el, header) -> LookupUser:
+def _lookup_user(el: etree._Element, header: InitiationHeader) -> LookupUser:
     return LookupUser(header=header, user=_user_ref([el]), element_types=_element_types(
         el, "UserElementType", _USER_ELEMENT_TYPES, s.UserElementType))
 
 
-def _lookup_agency(el, header) -> LookupAgency:
+def _lookup_agency(el: etree._Element, header: InitiationHeader) -> LookupAgency:
     return LookupAgency(header=header, agency_id=_value(_child(el, "AgencyId")),
                         element_types=_element_types(el, "AgencyElementType",
                                                      _AGENCY_ELEMENT_TYPES, s.AgencyElementType))
 
 
-def _create_user(el, header) -> CreateUser:
+def _create_user(el: etree._Element, header: InitiationHeader) -> CreateUser:
     ref = _user_ref([el, _child(el, "Ext")])
-    fields = _user_fields(el) | {"pin": ref.pin}
+    fields = _user_fields(el)
+    fields["pin"] = ref.pin
     return CreateUser(header=header, card=ref.card, national_id=ref.national_id, **fields)
 
 
-def _update_user(el, header) -> UpdateUser:
+def _update_user(el: etree._Element, header: InitiationHeader) -> UpdateUser:
     return UpdateUser(header=header, user=_user_ref([el]),
                       delete_fields=UserFields(**_user_fields(_child(el, "DeleteUserFields"))),
                       add_fields=UserFields(**_user_fields(_child(el, "AddUserFields"))))
 
 
-def _delete_user(el, header) -> DeleteUser:
+def _delete_user(el: etree._Element, header: InitiationHeader) -> DeleteUser:
     return DeleteUser(header=header, user=_user_ref([el]))
 
 

@@ -32,7 +32,7 @@ MAX_FIELD_BYTES = 255
 DEFAULT_MAX_FRAME = 8192
 TERMINATORS = (b"\r", b"\r\n")
 
-_LEADING_JUNK = re.compile(rb"[^0-9A-Za-z]*")
+_JUNK = bytes(b for b in range(256) if not bytes([b]).isalnum())  # anything but ASCII letters and digits
 _BLANK_OR_CONTROL = frozenset(range(0x21)) | {0x7F}
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 # 1-3 digits too: the PyPI `sip2` client and invenio-sip2 do not zero-pad (B.7)
@@ -73,7 +73,7 @@ def parse(frame: bytes, encoding: str | None = None, *, verify: bool = True) -> 
         raise SIP2Error("bad_type")
     enc = None if encoding is None else _encoding(encoding)
     data = bytes(frame)
-    data = data[_LEADING_JUNK.match(data).end():]
+    data = data.lstrip(_JUNK)
     if len(data) < 2:
         raise SIP2Error("empty")
     if not data[:2].isdigit():
@@ -276,7 +276,7 @@ def redact_frame(frame: bytes) -> bytes:
     """Raw bytes safe to log: values of ``AC``/``AD``/``CO`` masked. A frame whose layout cannot
     be located is reduced to its first two bytes and a length."""
     data = bytes(frame)
-    start = _LEADING_JUNK.match(data).end()
+    start = len(data) - len(data.lstrip(_JUNK))
     lay = LAYOUTS.get(data[start:start + 2].decode("latin-1"))
     if lay is None or len(data) < start + lay.var_offset:
         return data[:start + 2] + b"<%d bytes not shown>" % max(0, len(data) - start - 2)

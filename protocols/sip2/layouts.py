@@ -18,6 +18,7 @@ Two small text tables are turned into frozen objects at import time:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -188,13 +189,13 @@ BX_ORDER = ("23", "11", "09", "01", "99", "97", "93", "63", "35", "37", "17", "1
             "29", "65")
 
 
-def supported_messages(answered) -> str:
+def supported_messages(answered: Iterable[str]) -> str:
     """The 16-character ``BX`` value advertising the request codes in ``answered``."""
-    answered = set(answered)
-    unknown = answered - set(BX_ORDER)
+    codes = set(answered)
+    unknown = codes - set(BX_ORDER)
     if unknown:
         raise ValueError(f"not a BX request code: {sorted(unknown)}")
-    return "".join("Y" if code in answered else "N" for code in BX_ORDER)
+    return "".join("Y" if code in codes else "N" for code in BX_ORDER)
 
 
 #: 96 and 97 carry a checksum but never a sequence number (B.4: ``96AZFEF6``, ``97AZFEF5``).

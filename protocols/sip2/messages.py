@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
+from typing import cast
 
 from .errors import SIP2Error
 from .layouts import FIELD_BY_NAME, FIELD_ID, LAYOUT_BY_NAME, LAYOUTS, SECRET_IDS, Layout
@@ -134,7 +135,8 @@ def build(code_or_name: str, /, **values: FixedValue | FieldValue) -> Message:
             value = ff.default
         if value is None:
             raise TypeError(f"{lay.name}: fixed field {ff.name!r} has no default")
-        fixed[ff.name] = value
+        # Anything but text is passed on as given: ``encode`` refuses it (bad_fixed_field).
+        fixed[ff.name] = cast(str, value)
     given: dict[str, list[str]] = {}
     for key, value in values.items():
         try:
@@ -143,6 +145,8 @@ def build(code_or_name: str, /, **values: FixedValue | FieldValue) -> Message:
             raise TypeError(f"{lay.name}: unknown field {key!r}") from None
         if value is None:
             continue
+        if isinstance(value, datetime):
+            raise TypeError(f"{lay.name}: variable field {key!r} takes text, not a datetime")
         given.setdefault(fid, []).extend([value] if isinstance(value, str) else value)
     order = [f for f in lay.fields if f in given] + [f for f in given if f not in lay.fields]
     return Message(lay.code, fixed, tuple((fid, v) for fid in order for v in given[fid]))
