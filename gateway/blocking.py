@@ -113,7 +113,7 @@ class RegisterCalls:
         self._flush_scheduled = False
         pool = self.reactor.getThreadPool()
         while self._queue and self.jobs < self.max_jobs:
-            batch = []
+            batch: list[_Call] = []
             while self._queue and len(batch) < self.max_batch:
                 item = self._queue.popleft()
                 if not item[0].called:  # not timed out while queued

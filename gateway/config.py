@@ -154,7 +154,7 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
         if key not in known:
             raise ConfigError(f"{source}: unknown key '{where}' (known here: {', '.join(sorted(known))})")
         tp = hints[key]
-        if is_dataclass(tp):
+        if isinstance(tp, type) and is_dataclass(tp):
             values[key] = _build(tp, value, where, source)
         else:
             values[key] = _check_value(value, tp, where, source)

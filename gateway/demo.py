@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from gateway.register.errors import AlreadyExists
 from gateway.register.views import OPERATOR
@@ -19,7 +19,27 @@ if TYPE_CHECKING:  # this module imports no SQLAlchemy: the register's own funct
 
 DEMO_PIN = "1234"
 
-LIBRARIES = [
+
+class _LibrarySettings(TypedDict, total=False):
+    """Keyword arguments of ``Register.add_library``."""
+
+    door_min_age: int
+    self_activation: bool
+    auto_activation: bool
+
+
+class _PatronExtra(TypedDict, total=False):
+    """Keyword arguments of ``Register.register_patron`` beyond the ones every demo patron has."""
+
+    address_line1: str
+    postal_code: str
+    city: str
+    email: str
+    phone: str
+    secret_address: bool
+
+
+LIBRARIES: list[tuple[str, str, _LibrarySettings]] = [
     ("NO-2030000", "Deichman Oslo", {"door_min_age": 15, "self_activation": True}),
     ("NO-2120100", "Bergen offentlige bibliotek", {"door_min_age": 16}),
     ("NO-2160100", "Trondheim folkebibliotek", {"door_min_age": 18, "auto_activation": True}),
@@ -46,7 +66,7 @@ def synthetic_fnr(birth: date, individual: int) -> str:
 
 
 # card, home library, surname, given name, birth date, individnummer base, extra
-PATRONS = [
+PATRONS: list[tuple[str, str, str, str, date, int, _PatronExtra]] = [
     ("N000100001", "NO-2030000", "Nordmann", "Kari", date(1985, 3, 14), 10,
      {"address_line1": "Storgata 1", "postal_code": "0155", "city": "Oslo", "email": "kari@example.org",
       "phone": "22334455"}),

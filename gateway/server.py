@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet import defer, task
+from twisted.internet import defer, interfaces, task
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
 from gateway.blocking import RegisterCalls
@@ -128,7 +128,7 @@ def serve(config: Config) -> None:
     parsed = check_config(config, reactor)  # before the database: config errors are exit 2
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
     register = open_configured_register(config)
-    reactor.suggestThreadPoolSize(max(4, config.database.pool_size * 2))
+    interfaces.IReactorThreads(reactor).suggestThreadPoolSize(max(4, config.database.pool_size * 2))
     top = build_service(config, register, reactor, parsed)
     failed: list[str] = []
 

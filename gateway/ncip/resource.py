@@ -52,7 +52,8 @@ def _form_field(body: bytes, content_type: bytes, name: bytes) -> bytes | None:
         if form.is_multipart():
             for part in form.iter_parts():
                 if part.get_param("name", header="content-disposition") == name.decode():
-                    return part.get_payload(decode=True)
+                    payload = part.get_payload(decode=True)  # bytes for a leaf part
+                    return payload if isinstance(payload, bytes) else None
     return None
 
 
@@ -105,8 +106,11 @@ class NCIPResource(resource.Resource):
             else self.calls.call_many(self.responder.answer_many, (message, _bearer(request)))
         d.addErrback(self._crashed)
         d.addCallback(self._write, request, gone)
-        d.addErrback(lambda f: log.error("NCIP answer not written: {kind}", kind=f.type.__name__))
+        d.addErrback(self._not_written)
         return server.NOT_DONE_YET
+
+    def _not_written(self, failure: Failure) -> None:
+        log.error("NCIP answer not written: {kind}", kind=type(failure.value).__name__)
 
     def _write(self, answer: Answer, request: server.Request, gone: list[bool]) -> None:
         if not gone:  # the client may have hung up meanwhile
@@ -118,6 +122,8 @@ class NCIPResource(resource.Resource):
         declared = request.getHeader(b"content-length")
         if declared and declared.strip().isdigit() and int(declared) > self.max_body_bytes:
             return None
+        if request.content is None:  # twisted.web gives every request a body, if only an empty one
+            return b""
         request.content.seek(0)
         body = request.content.read(self.max_body_bytes + 1)
         if len(body) > self.max_body_bytes:
@@ -142,6 +148,7 @@ class NCIPResource(resource.Resource):
         if failure.check(defer.TimeoutError):
             log.warn("NCIP request not answered: the register did not answer within {s} s", s=self.calls.timeout)
         else:
-            log.error("NCIP request failed: {kind} in {where}", kind=failure.type.__name__, where=_where(failure))
+            log.error("NCIP request failed: {kind} in {where}", kind=type(failure.value).__name__,
+                      where=_where(failure))
         problem = s.Problem(s.TEMPORARY_PROCESSING_FAILURE, detail="The request could not be processed; try again")
         return Answer(ncip.message_problem(problem), problem=problem.type.value)

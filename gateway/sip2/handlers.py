@@ -165,6 +165,6 @@ def register_failed(conn: SIP2Protocol, failure: Failure, value: T) -> T:
     if not failure.check(RegisterError, defer.TimeoutError, defer.CancelledError):
         log.failure("unexpected error in a register call for {peer}", failure, peer=conn.peer)
     elif conn.factory.online:  # the first failure says why; the state line says the rest
-        log.warn("register call for SIP2 {peer} failed: {error}", peer=conn.peer, error=failure.type.__name__)
+        log.warn("register call for SIP2 {peer} failed: {error}", peer=conn.peer, error=type(failure.value).__name__)
     conn.factory.set_online(False)
     return value

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from twisted.internet import interfaces, protocol
 from twisted.internet.defer import Deferred
@@ -34,6 +34,19 @@ log = Logger(namespace="nlr.sip2")
 T = TypeVar("T")
 
 _CLOSE: Any = object()  # queue marker: close once everything before it is answered
+
+
+@runtime_checkable
+class Connection(Protocol):
+    """What a SIP2 connection asks of its transport: TCP and TLS transports (and Twisted's
+    ``StringTransport``) do all of it; ``ITransport`` alone promises less."""
+
+    def write(self, data: bytes) -> None: ...
+    def loseConnection(self) -> None: ...
+    def abortConnection(self) -> None: ...
+    def pauseProducing(self) -> None: ...
+    def resumeProducing(self) -> None: ...
+    def getPeer(self) -> interfaces.IAddress: ...
 
 
 class Phase(StrEnum):
@@ -126,9 +139,10 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
     MAX_PENDING = 256  # pipelined requests waiting: give up on the connection
     LINGER = 2.0  # seconds a closing connection waits for the client to read the last answers
 
+    connection: Connection  # self.transport, checked for what is asked of it (connectionMade)
+
     def __init__(self, factory: SIP2Factory) -> None:
         self.factory = factory
-        self.callLater = factory.reactor.callLater  # for TimeoutMixin
         self.framer = sip2.Framer(factory.settings.max_message_bytes)
         self.phase = Phase.AWAITING_LOGIN
         self.terminal: TerminalView | None = None
@@ -144,7 +158,11 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         self.last_key: tuple[int | None, str] | None = None
         self._key: tuple[int | None, str] | None = None
         self._basis_logged = False
-        self._linger: Any = None
+        self._linger: interfaces.IDelayedCall | None = None
+
+    def callLater(self, period: float, func: Callable[[], object]) -> interfaces.IDelayedCall:
+        """TimeoutMixin's clock, and the linger's: the factory's reactor (a test clock in tests)."""
+        return self.factory.reactor.callLater(period, func)
 
     @property
     def closing(self) -> bool:
@@ -159,13 +177,16 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
     # ------------------------------------------------------------------ connection
     def connectionMade(self) -> None:
         self.factory.connections += 1
-        peer = self.transport.getPeer()
+        if not isinstance(self.transport, Connection):
+            raise TypeError(f"a SIP2 connection needs a TCP or TLS transport, not {self.transport!r}")
+        self.connection = self.transport
+        peer = self.connection.getPeer()
         self.host = str(getattr(peer, "host", "?"))
         self.peer = f"{self.host}:{getattr(peer, 'port', '')}"
         self.encrypted = interfaces.ISSLTransport.providedBy(self.transport)
         if self.factory.full():
             self.phase = Phase.CLOSED
-            self.transport.abortConnection()
+            self.connection.abortConnection()
             return
         self.setTimeout(self.factory.settings.login_timeout_seconds)
 
@@ -202,17 +223,17 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         self.pending.clear()
         self.setTimeout(None)
         if abort:
-            self.transport.abortConnection()
+            self.connection.abortConnection()
             return
         if self.read_closed:
-            self.transport.loseConnection()
+            self.connection.loseConnection()
             return
         # Gracefully: send what is written, then FIN; read and drop whatever still arrives (closing
         # with unread input would reset the connection and lose the answers), for at most LINGER s.
-        getattr(self.transport, "loseWriteConnection", self.transport.loseConnection)()
+        getattr(self.connection, "loseWriteConnection", self.connection.loseConnection)()
         if self.paused:
-            self.transport.resumeProducing()
-        self._linger = self.callLater(self.LINGER, self.transport.abortConnection)
+            self.connection.resumeProducing()
+        self._linger = self.callLater(self.LINGER, self.connection.abortConnection)
 
     def _who(self) -> str:
         return self.terminal.login if self.terminal else "not logged in"
@@ -234,7 +255,7 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
                      "{n} earlier message(s)", peer=self.peer, who=self._who(), limit=exc.limit, n=len(exc.frames))
             self.pending.extend(exc.frames)
             self.pending.append(_CLOSE)
-            self.transport.pauseProducing()
+            self.connection.pauseProducing()
             self.paused = True
         else:
             self.pending.extend(frames)
@@ -242,7 +263,7 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
                 self._close(f"more than {self.MAX_PENDING} pipelined requests waiting")
                 return
             if len(self.pending) >= self.PAUSE_AT and not self.paused:
-                self.transport.pauseProducing()
+                self.connection.pauseProducing()
                 self.paused = True
         self._pump()
 
@@ -266,7 +287,7 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
             self._write(result)
         if self.paused and not self.closing and len(self.pending) < self.PAUSE_AT // 2 and _CLOSE not in self.pending:
             self.paused = False
-            self.transport.resumeProducing()
+            self.connection.resumeProducing()
 
     def _answered(self, data: Answer) -> None:
         if self.phase is Phase.BUSY:
@@ -280,7 +301,7 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
 
     def _write(self, data: Answer) -> None:
         if data and not self.closing:
-            self.transport.write(data)
+            self.connection.write(data)
 
     # ------------------------------------------------------------------ one request
     def _handle(self, frame: bytes) -> Answer | Deferred[Answer]:

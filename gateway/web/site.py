@@ -98,7 +98,7 @@ class Health(resource.Resource):
 class Root(resource.Resource):
     """``/``: the site's children; any other path is a 404."""
 
-    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
+    def getChild(self, path: bytes, request: server.Request) -> resource.IResource:
         return pages.notFound()
 
 
