@@ -6,8 +6,9 @@ and no rules: the register decides, this module only translates requests, views 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from gateway.register import Register
 from gateway.register.errors import (
@@ -128,9 +129,27 @@ def user_view(p: PatronView) -> ncip.UserView:
     )
 
 
-def _names(name: ncip.Name | None) -> dict[str, str]:
+class _NameFields(TypedDict, total=False):
+    """Keyword arguments of the register: the names that were given."""
+
+    given_name: str
+    surname: str
+
+
+class _AddressFields(TypedDict, total=False):
+    """Keyword arguments of the register: the address."""
+
+    address_line1: str | None
+    address_line2: str | None
+    city: str | None
+    postal_code: str | None
+    country: str | None
+
+
+def _names(name: ncip.Name | None) -> _NameFields:
+    out: _NameFields = {}
     if name is None:
-        return {}
+        return out
     given, surname = name.given_name, name.surname
     if not surname and name.unstructured:  # "Kari Nordmann" or "Nordmann, Kari"
         text = name.unstructured.strip()
@@ -138,10 +157,14 @@ def _names(name: ncip.Name | None) -> dict[str, str]:
             surname, _, given = text.partition(",")
         else:
             given, _, surname = text.rpartition(" ")
-    return {k: v.strip() for k, v in (("given_name", given), ("surname", surname)) if v and v.strip()}
+    if given and given.strip():
+        out["given_name"] = given.strip()
+    if surname and surname.strip():
+        out["surname"] = surname.strip()
+    return out
 
 
-def _address(addresses: tuple[ncip.Address, ...]) -> dict[str, str | None]:
+def _address(addresses: tuple[ncip.Address, ...]) -> _AddressFields:
     if not addresses:
         return {}
     a = next((a for a in addresses if a.role == "Home"), addresses[0])
@@ -149,8 +172,8 @@ def _address(addresses: tuple[ncip.Address, ...]) -> dict[str, str | None]:
     if not line1 and a.unstructured:
         line1, _, rest = a.unstructured.strip().partition("\n")
         line2 = line2 or rest.strip() or None
-    return {"address_line1": line1, "address_line2": line2, "city": a.locality,
-            "postal_code": a.postal_code, "country": a.country}
+    return _AddressFields(address_line1=line1, address_line2=line2, city=a.locality,
+                          postal_code=a.postal_code, country=a.country)
 
 
 def _needed(detail: str, element: str) -> Refused:
@@ -195,7 +218,7 @@ class Responder:
                 out[i] = exc
         for (client, see), group in lookups.items():
             try:
-                views: list[PatronView | Exception] = self.register.find_patrons(
+                views: Sequence[PatronView | Exception] = self.register.find_patrons(
                     client.actor(), [r.user.card or "" for _, r in group], with_national_id=see)
             except Exception as exc:  # noqa: BLE001 - RegisterError: a Problem each; a bug: the group alone
                 views = [exc] * len(group)
@@ -320,7 +343,7 @@ class Responder:
         view = self.register.register_patron(
             actor, actor.library_isil or "", national_id=r.national_id, card=r.card, birth_date=r.birth_date,
             email=next(iter(r.emails), None), phone=next(iter(r.phones), None), pin=r.pin, door_agreement=door,
-            **{"given_name": "", **names}, **_address(r.addresses))
+            surname=names["surname"], given_name=names.get("given_name", ""), **_address(r.addresses))
         return view.card
 
     def _update_user(self, r: ncip.UpdateUser, actor: Actor) -> str:
