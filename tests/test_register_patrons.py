@@ -607,7 +607,17 @@ def test_a_patron_sees_only_their_own_record(reg):
     assert reg.find_patron(patron_actor(p.card), p.card).surname == "Nordmann0"
     with pytest.raises(PermissionDenied):
         reg.find_patron(patron_actor(p.card), other.card)
-    assert not [e for e in reg.audit_events(other.card) if e.action == "patron_lookup"]
+    # the refused look is in the other patron's trail, so they see it in innsyn (issue 8, item 4)
+    assert [(e.actor, e.outcome) for e in reg.audit_events(other.card) if e.action == "patron_lookup"] == [
+        (f"patron:{p.card}", "permission_denied")]
+
+
+def test_a_refused_lookup_by_national_id_is_audited_against_the_patron(reg):
+    p = add_patron(reg, 0, OSLO)
+    with pytest.raises(PermissionDenied):
+        reg.find_patron_by_national_id(client(BERGEN, "lookup", "create"), nid(0, date(1985, 3, 14)))
+    assert [(e.actor, e.outcome) for e in reg.audit_events(p.card) if e.action == "patron_lookup_national_id"] == [
+        ("client:ils-NO-2120100", "permission_denied")]
 
 
 def test_operator_replaces_a_card_after_a_move_to_a_library_without_series(reg):

@@ -25,7 +25,9 @@ from gateway.register.errors import (
     RegisterError,
     RegisterUnavailable,
 )
+from gateway.register.fields import PatronChanges
 from gateway.register.identifiers import InvalidIdentifier, normalise_card_number, normalise_isil
+from gateway.register.updates import LibraryChange
 from gateway.register.views import Actor, ClientView, PatronView
 from protocols import ncip
 from protocols.ncip import schemes as s
@@ -376,8 +378,8 @@ class Responder:
                 raise self._privilege_refused(own)  # activations are never removed over NCIP
         if not (changes or add.pin or any(wanted.values())):
             raise _needed("UpdateUser changes nothing: put the new values in AddUserFields", "AddUserFields")
-        return self.register.change_patron(actor, r.user.card, pin=r.user.pin, new_pin=add.pin,
-                                           **wanted, **changes)
+        change = LibraryChange(changes=PatronChanges.of(**changes), new_pin=add.pin, **wanted)
+        return self.register.change_patron(actor, r.user.card, change, pin=r.user.pin)
 
     @staticmethod
     def _privilege_refused(own: str | None) -> Refused:

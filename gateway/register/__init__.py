@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.register.register import Register, Settings
+    from gateway.register.register import Register
+    from gateway.register.settings import Settings
 
 
 def open_register(
@@ -29,10 +30,14 @@ def open_register(
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Register", "Settings"):
-        from gateway.register import register
+    if name == "Register":
+        from gateway.register.register import Register
 
-        return getattr(register, name)
+        return Register
+    if name == "Settings":
+        from gateway.register.settings import Settings
+
+        return Settings
     raise AttributeError(f"module 'gateway.register' has no attribute {name!r}")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
@@ -87,7 +86,3 @@ def current_revision(engine: Engine) -> str | None:
 def schema_is_current(engine: Engine) -> bool:
     return current_revision(engine) == SCHEMA_HEAD
 
-
-def ping(engine: Engine) -> None:
-    with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))

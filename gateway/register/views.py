@@ -5,40 +5,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from enum import Enum
-from typing import Any, Literal
+from typing import Any
 
-PERMISSIONS = ("lookup", "lookup-national-id", "create", "update", "delete", "see-national-id")
-DEFAULT_CLIENT_PERMISSIONS = ("lookup", "create", "update")
-PROFILES = ("kiosk", "door", "ils")
+from gateway.register import fields
+from gateway.register.actors import DEFAULT_CLIENT_PERMISSIONS as DEFAULT_CLIENT_PERMISSIONS
+from gateway.register.actors import OPERATOR as OPERATOR
+from gateway.register.actors import PERMISSIONS as PERMISSIONS
+from gateway.register.actors import UNKNOWN_TERMINAL as UNKNOWN_TERMINAL
+from gateway.register.actors import Actor as Actor
+from gateway.register.vocabulary import PinCheck as PinCheck
+from gateway.register.vocabulary import Profile
+from gateway.register.vocabulary import Reason as Reason
+
+PROFILES = tuple(Profile)
 ENCODINGS = ("utf-8", "cp850", "latin-1")
-CHANNELS = ("sip2", "ncip", "operator", "web")
-CONTACT_CHANNELS = ("email", "sms", "phone", "letter")  # a patron's preferred contact channel
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who asks: the operator, a SIP2 terminal, an NCIP client, or the patron on the web page."""
-
-    kind: Literal["operator", "terminal", "client", "patron"]
-    name: str
-    library_isil: str | None = None
-    permissions: frozenset[str] = frozenset()
-
-    @property
-    def label(self) -> str:
-        """How the audit trail names the actor: ``terminal:kiosk1``, or ``unknown terminal``."""
-        return f"{self.kind}:{self.name}" if self.name else f"unknown {self.kind}"
-
-    @property
-    def channel(self) -> str:
-        return {"operator": "operator", "terminal": "sip2", "client": "ncip", "patron": "web"}[self.kind]
-
-    def may(self, permission: str) -> bool:
-        return self.kind == "operator" or permission in self.permissions
-
-
-OPERATOR = Actor("operator", "nlr")
-UNKNOWN_TERMINAL = Actor("terminal", "")  # a failed SIP2 login naming no terminal
+CONTACT_CHANNELS = fields.CONTACT_CHANNELS
 
 
 def jsonable(value: Any) -> Any:
@@ -145,32 +126,6 @@ class PatronView:
 
     def activation_at(self, isil: str) -> ActivationView | None:
         return next((a for a in self.activations if a.library_isil == isil), None)
-
-
-class PinCheck(Enum):
-    OK = "ok"
-    WRONG = "wrong"
-    LOCKED = "locked"
-    NO_PIN = "no_pin"  # the patron has no PIN set
-
-
-class Reason(Enum):
-    """Reason codes of the patron decision (sip2.md A.4), audited and mapped to screen messages."""
-
-    GRANTED = "granted"
-    UNKNOWN_CARD = "unknown_card"
-    CARD_LOST = "card_lost"
-    CARD_REPLACED = "card_replaced"
-    PATRON_BLOCKED = "patron_blocked"
-    PIN_WRONG = "pin_wrong"
-    PIN_MISSING = "pin_missing"
-    PIN_LOCKED = "pin_locked"
-    NOT_ACTIVATED = "not_activated"
-    DOOR_NO_AGREEMENT = "door_no_agreement"
-    DOOR_REVOKED = "door_revoked"
-    DOOR_UNDERAGE = "door_underage"
-    WRONG_INSTITUTION = "wrong_institution"
-    REGISTER_UNAVAILABLE = "register_unavailable"
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ Create Date: 2026-12-01 23:55:00
 the newest claim was made, so that claims left behind by a process that died expire.
 """
 
-from alembic import op
 import sqlalchemy as sa
-import gateway.register.models
+from alembic import op
 
+import gateway.register.models
 
 revision = '0002'
 down_revision = '0001'

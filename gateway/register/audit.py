@@ -1,0 +1,95 @@
+"""The audit trail and the change feed.
+
+Every use case records who did what, for which library, to which patron, with what outcome (never a
+PIN, password, token or national id), and every change to a patron adds an entry to the feed that
+libraries sync from, in the use case's own transaction. Lookups and decisions are audited too,
+refusals included, against the patron they concerned, so the patron sees them in innsyn.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from gateway.register import fields, records
+from gateway.register.actors import Actor
+from gateway.register.context import Area
+from gateway.register.errors import NotFound
+from gateway.register.models import AuditEvent, Card, Change, Library, Patron, utcnow
+from gateway.register.store import Store
+from gateway.register.views import AuditView, ChangeView
+from gateway.register.vocabulary import Action, ChangeKind
+
+INSERT = insert(AuditEvent.__table__)
+
+
+def row(actor: Actor, action: Action, outcome: str, *, patron: Patron | int | None = None, card: str | None = None,
+        library: str | None = None, detail: str | None = None, at: datetime | None = None) -> dict[str, Any]:
+    """One audit event as the insert takes it (``patron``: a Patron or its id)."""
+    return {
+        "at": at or utcnow(), "actor": actor.label[:120], "library_isil": library or actor.library_isil,
+        "action": str(action), "patron_id": patron.id if isinstance(patron, Patron) else patron, "card_number": card,
+        "outcome": str(outcome), "detail": detail[:300] if detail else None,
+    }
+
+
+def record(s: Session, actor: Actor, action: Action, outcome: str, *, patron: Patron | int | None = None,
+           card: str | None = None, library: str | None = None, detail: str | None = None) -> None:
+    """Audit one event in the use case's transaction."""
+    s.connection().execute(INSERT, row(actor, action, outcome, patron=patron, card=card, library=library,
+                                       detail=detail))
+
+
+def refusal(store: Store, actor: Actor, action: Action, outcome: str, *, card: str | None = None,
+            detail: str | None = None) -> None:
+    """Record a refused request that never reached a patron (bad login, unknown card, …)."""
+    with store.session() as s:
+        record(s, actor, action, outcome, card=card, detail=detail)
+
+
+def change(s: Session, patron: Patron, kind: ChangeKind, actor: Actor, library: str | None = None) -> None:
+    """A change feed entry; ``library``: the library the change concerns (the actor's by default)."""
+    s.add(Change(patron_id=patron.id, card_number=records.known_card(patron),
+                 library_isil=library or actor.library_isil, kind=str(kind)))
+
+
+def event_view(e: AuditEvent) -> AuditView:
+    return AuditView(e.id, e.at, e.actor, e.library_isil, e.action, e.card_number, e.outcome, e.detail)
+
+
+def change_view(c: Change) -> ChangeView:
+    return ChangeView(c.id, c.at, c.card_number, c.library_isil, c.kind)
+
+
+class AuditTrail(Area):
+    def audit_refusal(self, actor: Actor, action: Action, outcome: str, *, card: str | None = None,
+                      detail: str | None = None) -> None:
+        refusal(self.store, actor, action, outcome, card=card, detail=detail)
+
+    def audit_events(self, card: str | None = None, *, limit: int = 100) -> list[AuditView]:
+        """The newest ``limit`` events, oldest first; of one patron (any of their cards) when asked."""
+        with self._tx() as s:
+            query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+            if card is not None:
+                # A deleted patron's trail is kept (and shown): the card row stays forever.
+                found = s.get(Card, fields.card(card))
+                if found is None:
+                    raise NotFound(f"card {fields.card(card)} is not in the register")
+                query = query.where(AuditEvent.patron_id == found.patron_id)
+            return [event_view(e) for e in reversed(list(s.scalars(query)))]
+
+    def changes(self, since: int = 0, *, limit: int = 1000) -> list[ChangeView]:
+        with self._tx() as s:
+            query = select(Change).where(Change.id > since).order_by(Change.id).limit(limit)
+            return [change_view(c) for c in s.scalars(query)]
+
+    def counts(self) -> dict[str, int]:
+        with self._tx() as s:
+            return {
+                "libraries": s.scalar(select(func.count()).select_from(Library)) or 0,
+                "patrons": s.scalar(select(func.count()).select_from(Patron).where(Patron.deleted_at.is_(None))) or 0,
+                "cards": s.scalar(select(func.count()).select_from(Card)) or 0,
+            }

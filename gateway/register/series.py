@@ -1,0 +1,120 @@
+"""Card number series: ranges reserved per library, the allocator, and legacy numbers outside them."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gateway.register import actors, audit, fields, records
+from gateway.register.actors import Actor
+from gateway.register.context import Area
+from gateway.register.errors import (
+    CardInUse,
+    CardOutsideSeries,
+    SeriesExhausted,
+    SeriesOverlap,
+)
+from gateway.register.identifiers import CARD_NUMBER_MAX, card_number_from_int, card_number_to_int
+from gateway.register.models import (
+    Card,
+    Library,
+    NumberSeries,
+)
+from gateway.register.views import (
+    SeriesView,
+)
+from gateway.register.vocabulary import Action
+
+
+def allocate_card(s: Session, lib: Library) -> str:
+    query = select(NumberSeries).where(
+        NumberSeries.library_id == lib.id, NumberSeries.next_number <= NumberSeries.last_number
+    ).order_by(NumberSeries.first_number)
+    if s.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    for series in s.scalars(query):
+        while series.next_number <= series.last_number:
+            candidate = card_number_from_int(series.next_number)
+            series.next_number += 1
+            if s.get(Card, candidate) is None:
+                return candidate
+    raise SeriesExhausted(f"library {lib.isil} has no free card numbers left; reserve a new series")
+
+
+def check_card_in_series(s: Session, lib: Library, number: str) -> None:
+    value = card_number_to_int(number)
+    inside = s.scalar(select(func.count()).select_from(NumberSeries).where(
+        NumberSeries.library_id == lib.id, NumberSeries.first_number <= value, NumberSeries.last_number >= value))
+    if not inside:
+        raise CardOutsideSeries(f"card {number} is not inside a number series reserved by {lib.isil}")
+    if s.get(Card, number) is not None:
+        raise CardInUse(f"card {number} is already in use (card numbers are never reused)")
+
+
+class Series(Area):
+    """Reserving series (the operator) and reading them."""
+
+    def reserve_series(
+        self, actor: Actor, isil: str, *, count: int | None = None, first: str | None = None, last: str | None = None,
+    ) -> SeriesView:
+        """Reserve a range of card numbers for a library: the next free ``count`` numbers, or first..last."""
+        actors.require_operator(actor)
+        if (count is None) == (first is None and last is None) or (first is None) != (last is None):
+            raise fields.bad("give either a count or both a first and a last card number")
+        with self._tx() as s:
+            lib = records.library(s, isil)
+            self.store.lock_series(s)
+            taken = s.execute(select(NumberSeries.first_number, NumberSeries.last_number).order_by(NumberSeries.first_number)).all()
+            if count is not None:
+                if not 1 <= count <= CARD_NUMBER_MAX:
+                    raise fields.bad(f"count must be between 1 and {CARD_NUMBER_MAX}")
+                low = 1
+                for a, b in taken:
+                    if a - low >= count:
+                        break
+                    low = max(low, b + 1)
+                high = low + count - 1
+                if high > CARD_NUMBER_MAX:
+                    raise SeriesExhausted(f"no free range of {count} card numbers is left")
+            else:
+                low, high = card_number_to_int(fields.card(first)), card_number_to_int(fields.card(last))
+                if low > high:
+                    raise fields.bad("the first card number must not be after the last")
+                for a, b in taken:
+                    if a <= high and low <= b:
+                        raise SeriesOverlap(
+                            f"{card_number_from_int(low)}-{card_number_from_int(high)} overlaps the reserved series "
+                            f"{card_number_from_int(a)}-{card_number_from_int(b)}"
+                        )
+            series = NumberSeries(library_id=lib.id, first_number=low, last_number=high, next_number=low)
+            s.add(series)
+            s.flush()
+            audit.record(s, actor, Action.SERIES_RESERVE, "ok", library=lib.isil,
+                        detail=f"{card_number_from_int(low)}-{card_number_from_int(high)}")
+            return self._series_view(s, series, lib)
+
+    def _series_view(self, s: Session, series: NumberSeries, lib: Library) -> SeriesView:
+        low, high = card_number_from_int(series.first_number), card_number_from_int(series.last_number)
+        used = s.scalar(select(func.count()).select_from(Card).where(Card.number.between(low, high))) or 0
+        nxt = card_number_from_int(series.next_number) if series.next_number <= series.last_number else None
+        return SeriesView(lib.isil, low, high, nxt, series.last_number - series.first_number + 1, used)
+
+    def list_series(self, isil: str | None = None) -> list[SeriesView]:
+        with self._tx() as s:
+            query = select(NumberSeries, Library).join(Library).order_by(NumberSeries.first_number)
+            if isil is not None:
+                query = query.where(Library.id == records.library(s, isil).id)
+            return [self._series_view(s, series, lib) for series, lib in s.execute(query)]
+
+    def series_conflicts(self) -> list[dict[str, str]]:
+        """Card numbers in use outside a series of the library that issued them (legacy data)."""
+        with self._tx() as s:
+            spans: dict[int, list[tuple[int, int]]] = {}
+            for ser in s.scalars(select(NumberSeries)):
+                spans.setdefault(ser.library_id, []).append((ser.first_number, ser.last_number))
+            out = []
+            for number, lib_id, isil in s.execute(select(Card.number, Card.library_id, Library.isil).join(Library)):
+                value = card_number_to_int(number)
+                if not any(a <= value <= b for a, b in spans.get(lib_id, [])):
+                    out.append({"card": number, "library": isil})
+            return out
