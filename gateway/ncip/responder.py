@@ -29,6 +29,7 @@ from gateway.register.fields import PatronChanges
 from gateway.register.identifiers import InvalidIdentifier, normalise_card_number, normalise_isil
 from gateway.register.updates import LibraryChange
 from gateway.register.views import Actor, ClientView, PatronView
+from gateway.register.vocabulary import RETIRED
 from protocols import ncip
 from protocols.ncip import schemes as s
 from protocols.ncip.schemes import PrivilegeKind, Problem, UserElementType
@@ -116,7 +117,7 @@ def user_view(p: PatronView) -> ncip.UserView:
     privileges += [ncip.PrivilegeView(agency_id=a.library_isil, kind=PrivilegeKind.MERAPENT,
                                       valid_from=a.door_agreement_at)
                    for a in p.activations if a.door_agreement_at and not a.door_revoked_at]
-    lost = p.card_status in ("lost", "replaced")
+    lost = p.card_status in RETIRED
     blocks = [ncip.BlockView(type=s.BlockType.BLOCK_CHECK_OUT)] if p.blocked else []
     blocks += [ncip.BlockView(type=s.BlockType.TRAP_FOR_LOST_CARD)] if lost else []
     has_address = any((p.address_line1, p.address_line2, p.postal_code, p.city))
@@ -127,7 +128,7 @@ def user_view(p: PatronView) -> ncip.UserView:
         secret_address=p.secret_address, email=p.email, phone=p.phone, birth_date=p.birth_date,
         privileges=tuple(privileges), blocks=tuple(blocks),
         status=s.PatronStatus.BLOCKED if p.blocked or lost else s.PatronStatus.OK,
-        previous_cards=tuple(c.number for c in p.cards if c.status in ("lost", "replaced") and c.number != p.card),
+        previous_cards=tuple(c.number for c in p.cards if c.status in RETIRED and c.number != p.card),
     )
 
 

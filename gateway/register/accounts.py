@@ -36,11 +36,13 @@ class Accounts(Area):
 
     def _terminal_view(self, t: SIPTerminal) -> TerminalView:
         nets = tuple(n for n in t.allowed_networks.split(",") if n)
-        return TerminalView(t.login, t.library.isil, t.profile, t.encoding, t.terminator, nets, t.tls_only, t.pin_required, t.enabled)
+        return TerminalView(t.login, t.library.isil, t.profile, t.encoding, t.terminator, nets, t.tls_only,
+                            t.pin_required, t.enabled)
 
     def add_terminal(
         self, actor: Actor, login: str, password: str, library: str, profile: str, *, encoding: str = "utf-8",
-        terminator: str = "CR", allowed_networks: list[str] | None = None, tls_only: bool = False, pin_required: bool = True,
+        terminator: str = "CR", allowed_networks: list[str] | None = None, tls_only: bool = False,
+        pin_required: bool = True,
     ) -> TerminalView:
         actors.require_operator(actor)
         login = (login or "").strip()
@@ -59,8 +61,9 @@ class Accounts(Area):
         try:
             with self._tx() as s:
                 lib = records.library(s, library)
-                t = SIPTerminal(login=login, password_hash=pw_hash, library_id=lib.id, profile=profile, encoding=encoding,
-                                terminator=terminator, allowed_networks=",".join(nets), tls_only=tls_only,
+                t = SIPTerminal(login=login, password_hash=pw_hash, library_id=lib.id, profile=profile,
+                                encoding=encoding, terminator=terminator, allowed_networks=",".join(nets),
+                                tls_only=tls_only,
                                 pin_required=pin_required if profile != Profile.DOOR else True)
                 s.add(t)
                 s.flush()
@@ -79,7 +82,8 @@ class Accounts(Area):
                 raise fields.bad(f"{net!r} is not a network in CIDR form, e.g. 10.1.2.0/24") from None
         return out
 
-    def update_terminal(self, actor: Actor, login: str, *, enabled: bool | None = None, password: str | None = None) -> TerminalView:
+    def update_terminal(self, actor: Actor, login: str, *, enabled: bool | None = None,
+                        password: str | None = None) -> TerminalView:
         actors.require_operator(actor)
         if password is not None and not 6 <= len(password) <= 128:
             raise fields.bad("terminal password must be 6 to 128 characters")
@@ -153,13 +157,15 @@ class Accounts(Area):
 
     @staticmethod
     def _check_permissions(permissions: list[str] | None) -> list[str]:
-        perms = list(DEFAULT_CLIENT_PERMISSIONS) if permissions is None else [p.strip() for p in permissions if p.strip()]
+        perms = (list(DEFAULT_CLIENT_PERMISSIONS) if permissions is None
+                 else [p.strip() for p in permissions if p.strip()])
         bad = [p for p in perms if p not in PERMISSIONS]
         if bad:
             raise fields.bad(f"unknown permission {bad[0]!r}; known: {', '.join(PERMISSIONS)}")
         return sorted(set(perms), key=PERMISSIONS.index)
 
-    def add_client(self, actor: Actor, name: str, library: str, permissions: list[str] | None = None) -> tuple[ClientView, str]:
+    def add_client(self, actor: Actor, name: str, library: str,
+                   permissions: list[str] | None = None) -> tuple[ClientView, str]:
         """Create an API client; returns the view and the token, shown this once and stored hashed."""
         actors.require_operator(actor)
         name = (name or "").strip()
@@ -170,7 +176,8 @@ class Accounts(Area):
         try:
             with self._tx() as s:
                 lib = records.library(s, library)
-                c = APIClient(name=name, token_hash=crypto.token_hash(token), library_id=lib.id, permissions=",".join(perms))
+                c = APIClient(name=name, token_hash=crypto.token_hash(token), library_id=lib.id,
+                              permissions=",".join(perms))
                 s.add(c)
                 s.flush()
                 audit.record(s, actor, Action.CLIENT_ADD, "ok", library=lib.isil, detail=name)

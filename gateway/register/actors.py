@@ -101,7 +101,8 @@ def require_may_change(actor: Actor, patron: Patron) -> None:
     if actor.kind == "patron":
         raise PermissionDenied("a patron may change only the home library on the self-service page")
     if not is_affiliated(patron, actor.library_isil):
-        raise NotAffiliated(f"library {actor.library_isil} is not affiliated with this patron; activate the card there first")
+        raise NotAffiliated(f"library {actor.library_isil} is not affiliated with this patron; "
+                            "activate the card there first")
 
 
 def require_may_change_home_library(actor: Actor, patron: Patron) -> None:

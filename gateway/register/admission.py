@@ -148,12 +148,12 @@ class Admission(Area):
                     libraries[isil] = conn.execute(_DECISION_LIBRARY, {"isil": isil}).first()
                 for i, r, number, action in todo:
                     isil = r.actor.library_isil
-                    row = facts.get((isil, number))
-                    if row is None or row.status == CardStatus.DELETED:
+                    found = facts.get((isil, number))
+                    if found is None or found.status == CardStatus.DELETED:
                         out[i] = _UNKNOWN
                         audits.append(audit.row(r.actor, action, Reason.UNKNOWN_CARD, card=number, at=now))
                         continue
-                    known = _Facts(row, libraries[isil])
+                    known = _Facts(found, libraries[isil])
                     reason = _reason(known, None, r.door, r.pin_required, now)  # never an activation: no PIN
                     audits.append(audit.row(r.actor, action, reason, patron=known.patron_id, card=number, at=now))
                     concluded.append((i, reason, known))

@@ -9,9 +9,9 @@ refusals included, against the patron they concerned, so the patron sees them in
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from gateway.register import fields, records
@@ -23,7 +23,7 @@ from gateway.register.store import Store
 from gateway.register.views import AuditView, ChangeView
 from gateway.register.vocabulary import Action, ChangeKind
 
-INSERT = insert(AuditEvent.__table__)
+INSERT = insert(cast(Table, AuditEvent.__table__))
 
 
 def row(actor: Actor, action: Action, outcome: str, *, patron: Patron | int | None = None, card: str | None = None,

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -116,7 +116,8 @@ class KeyRing:
             active = int(raw["active_key"])
             lookup_key = _unb64(raw["lookup_key"], "lookup_key", path)
         except (KeyError, TypeError, ValueError):
-            raise KeysError(f"{path}: keys file is damaged (expected national_id_keys, active_key, lookup_key)") from None
+            raise KeysError(f"{path}: keys file is damaged "
+                            "(expected national_id_keys, active_key, lookup_key)") from None
         if active not in keys:
             raise KeysError(f"{path}: active_key {active} is not among national_id_keys")
         return cls(path, keys, active, lookup_key)
@@ -124,7 +125,7 @@ class KeyRing:
     @classmethod
     def create(cls, path: Path) -> KeyRing:
         """Create a new keys file; refuses to overwrite an existing one."""
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         ring = cls(path, {1: _Key(1, AESGCM.generate_key(256), now)}, 1, secrets.token_bytes(32))
         ring._write(exclusive=True)
         return ring
@@ -136,11 +137,12 @@ class KeyRing:
         path.parent.mkdir(parents=True, exist_ok=True)
         return cls.create(path), True
 
-    def _document(self) -> dict:
+    def _document(self) -> dict[str, object]:
         return {
             "active_key": self._active,
             "national_id_keys": [
-                {"id": k.id, "key": _b64(k.secret), "created": k.created} for k in sorted(self._keys.values(), key=lambda k: k.id)
+                {"id": k.id, "key": _b64(k.secret), "created": k.created}
+                for k in sorted(self._keys.values(), key=lambda k: k.id)
             ],
             "lookup_key": _b64(self._lookup_key),
         }
@@ -173,7 +175,7 @@ class KeyRing:
             new_id = max(self._keys) + 1
             if new_id > 0xFFFF:
                 raise KeysError(f"{self.path}: no more key ids")
-            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            now = datetime.now(UTC).isoformat(timespec="seconds")
             self._keys[new_id] = _Key(new_id, AESGCM.generate_key(256), now)
             self._active = new_id
             self._write()
@@ -200,7 +202,8 @@ class KeyRing:
 
     @staticmethod
     def key_id_of(ciphertext: bytes) -> int:
-        return _HEADER.unpack_from(ciphertext)[1]
+        key_id: int = _HEADER.unpack_from(ciphertext)[1]
+        return key_id
 
     def decrypt(self, ciphertext: bytes) -> str:
         fmt, key_id = _HEADER.unpack_from(ciphertext)
@@ -246,7 +249,8 @@ def verify_secret(secret: str, stored: str | None) -> bool:
     except ValueError:
         return False
     # A damaged hash (short digest or salt, absurd cost) must never accept a secret.
-    if scheme != "scrypt" or not 1 <= ln <= 22 or len(digest) != 32 or len(salt) < 16 or not (1 <= r <= 32 and 1 <= p <= 16):
+    if (scheme != "scrypt" or not 1 <= ln <= 22 or len(digest) != 32 or len(salt) < 16
+            or not (1 <= r <= 32 and 1 <= p <= 16)):
         return False
     candidate = Scrypt(salt=salt, length=len(digest), n=1 << ln, r=r, p=p).derive(secret.encode("utf-8"))
     return hmac.compare_digest(candidate, digest)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -25,7 +25,7 @@ def make_engine(url: str, *, pool_size: int = 5, connect_timeout: int = 5) -> En
         engine = create_engine(url, connect_args={"timeout": 30}, pool_size=pool_size, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -35,7 +35,7 @@ def make_engine(url: str, *, pool_size: int = 5, connect_timeout: int = 5) -> En
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):  # noqa: ANN001
+        def _sqlite_begin(conn: Connection) -> None:
             # IMMEDIATE takes the write lock at the start, so two writers never deadlock on an
             # upgrade from a read lock; readers are not blocked (WAL).
             # Read-only work (``read_only=True`` connections) begins deferred and never waits.
@@ -72,7 +72,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     cfg = _alembic_config(engine)
     before = current_revision(engine)
     command.upgrade(cfg, "head")
-    return before, ScriptDirectory.from_config(cfg).get_current_head()
+    return before, ScriptDirectory.from_config(cfg).get_current_head() or SCHEMA_HEAD
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -8,6 +8,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import date, datetime
+from typing import Any
 
 from gateway.register.errors import InvalidInput
 from gateway.register.identifiers import (
@@ -62,7 +63,7 @@ class PatronChanges:
             raise bad(f"unknown patron field {unknown[0]}")
         return cls(**changes)  # type: ignore[arg-type]
 
-    def given(self) -> dict[str, object]:
+    def given(self) -> dict[str, Any]:
         """The fields that change."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 

@@ -91,7 +91,8 @@ def parse_national_id(text: str, *, allow_synthetic: bool = False) -> NationalId
 
 
 def _weighted(weights: tuple[int, ...], digits: str) -> int:
-    return sum(w * int(d) for w, d in zip(weights, digits))
+    # strict=False: the weights cover only the digits before each check digit, so ``digits`` is longer
+    return sum(w * int(d) for w, d in zip(weights, digits, strict=False))
 
 
 def _parse_duf(digits: str) -> NationalId:

@@ -39,7 +39,7 @@ class Innsyn(Area):
             view = self._patron_view(patron, with_national_id=True)
             events = s.scalars(select(AuditEvent).where(AuditEvent.patron_id == patron.id).order_by(AuditEvent.id))
             changes = s.scalars(select(Change).where(Change.patron_id == patron.id).order_by(Change.id))
-            out = jsonable(view)
+            out: dict[str, Any] = jsonable(view)
             out.pop("card_status", None)
             out.pop("has_pin", None)
             out["pin"] = "set (stored only as a slow hash)" if view.has_pin else "not set"

@@ -28,6 +28,7 @@ class Keys(Area):
                 if not rows:
                     return done
                 for patron_id, cipher in rows:
+                    assert cipher is not None  # selected so
                     if crypto.KeyRing.key_id_of(cipher) != active:
                         s.execute(update(Patron).where(Patron.id == patron_id, Patron.national_id_ciphertext == cipher)
                                   .values(national_id_ciphertext=self.keys.encrypt(self.keys.decrypt(cipher)))
@@ -38,7 +39,9 @@ class Keys(Area):
     def key_usage(self) -> dict[int, int]:
         with self._tx() as s:
             counts: dict[int, int] = {}
-            for (cipher,) in s.execute(select(Patron.national_id_ciphertext).where(Patron.national_id_ciphertext.is_not(None))):
+            ciphers = select(Patron.national_id_ciphertext).where(Patron.national_id_ciphertext.is_not(None))
+            for (cipher,) in s.execute(ciphers):
+                assert cipher is not None  # selected so
                 kid = crypto.KeyRing.key_id_of(cipher)
                 counts[kid] = counts.get(kid, 0) + 1
             return counts

@@ -32,12 +32,13 @@ class Libraries(Area):
     ) -> LibraryView:
         actors.require_operator(actor)
         isil = fields.isil(isil)
-        name = fields.text(name, "name", 200, required=True)
+        name = fields.text(name, "name", 200, required=True) or ""  # required: never empty
         self._check_library_settings(door_min_age, rules_version)
         try:
             with self._tx() as s:
                 lib = Library(isil=isil, name=name, door_min_age=door_min_age, self_activation=self_activation,
-                              auto_activation=auto_activation, rules_version=fields.version(rules_version, "rules version"),
+                              auto_activation=auto_activation,
+                              rules_version=fields.version(rules_version, "rules version"),
                               door_agreement_version="1")
                 s.add(lib)
                 s.flush()
@@ -55,7 +56,8 @@ class Libraries(Area):
     def update_library(self, actor: Actor, isil: str, **settings: Any) -> LibraryView:
         """Change a library's settings: name, door_min_age, self_activation, auto_activation,
         rules_version, door_agreement_version. The library itself or the operator may."""
-        allowed = {"name", "door_min_age", "self_activation", "auto_activation", "rules_version", "door_agreement_version"}
+        allowed = {"name", "door_min_age", "self_activation", "auto_activation", "rules_version",
+                   "door_agreement_version"}
         unknown = set(settings) - allowed
         if unknown:
             raise fields.bad(f"unknown library setting {sorted(unknown)[0]}")

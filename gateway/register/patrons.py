@@ -54,25 +54,26 @@ def update_in(s: Session, actor: Actor, patron: Patron, row: Card, changes: Patr
     actors.require_may_change(actor, patron)
     if expected_version is not None and expected_version != patron.version:
         raise VersionConflict(
-            f"the patron was changed meanwhile (version {patron.version}, you edited {expected_version}); fetch it again")
+            f"the patron was changed meanwhile (version {patron.version}, you edited {expected_version}); "
+            "fetch it again")
     given = changes.given()
     if set(fields.CONTACT_FIELDS) & given.keys():
         merged = {k: given.get(k, getattr(patron, k)) for k in fields.CONTACT_FIELDS}
-        for key, value in fields.check_contact(**merged).items():  # type: ignore[arg-type]
+        for key, value in fields.check_contact(**merged).items():
             if key in given:
                 setattr(patron, key, value)
     for key, value in given.items():
         if key in fields.TEXT_FIELDS:
-            setattr(patron, key, fields.text(value, key, fields.TEXT_FIELDS[key],  # type: ignore[arg-type]
+            setattr(patron, key, fields.text(value, key, fields.TEXT_FIELDS[key],
                                              required=key in ("surname", "given_name")))
         elif key == "temp_postal_code":
-            patron.temp_postal_code = fields.check_contact(postal_code=value)["postal_code"]  # type: ignore[arg-type]
+            patron.temp_postal_code = fields.check_contact(postal_code=value)["postal_code"]
         elif key in ("birth_date", "temp_address_until"):
             if key == "birth_date":
-                fields.check_birth_date(value)  # type: ignore[arg-type]
+                fields.check_birth_date(value)
             setattr(patron, key, value)
         elif key == "preferred_contact":
-            patron.preferred_contact = fields.contact_channel(value)  # type: ignore[arg-type]
+            patron.preferred_contact = fields.contact_channel(value)
         elif key == "secret_address":
             patron.secret_address = bool(value)
     if s.is_modified(patron):
@@ -181,7 +182,8 @@ class Patrons(Area):
             raise found
         return found
 
-    def find_patrons(self, actor: Actor, cards: list[str], *, with_national_id: bool = False) -> list[PatronView | RegisterError]:
+    def find_patrons(self, actor: Actor, cards: list[str], *,
+                     with_national_id: bool = False) -> list[PatronView | RegisterError]:
         """Patrons by card number, many at once (library systems looking patrons up in parallel): for
         each card its view, or the error that refuses it (malformed, not in the register, another
         patron's card for a patron); each view audited. Four queries and one transaction, whatever the
@@ -220,7 +222,8 @@ class Patrons(Area):
                 conn.execute(audit.INSERT, [row for _, row in sorted(audits, key=lambda a: a[0])])
         return out  # type: ignore[return-value]
 
-    def find_patron_by_national_id(self, actor: Actor, national_id: str, *, with_national_id: bool = False) -> PatronView:
+    def find_patron_by_national_id(self, actor: Actor, national_id: str, *,
+                                   with_national_id: bool = False) -> PatronView:
         """Look a patron up by national id; needs the ``lookup-national-id`` permission. A refused
         lookup is audited against the patron it asked about, so the patron sees the attempt."""
         index = self.keys.lookup_hash(_national_id(national_id, self.settings.allow_synthetic_ids).value)
@@ -283,6 +286,7 @@ class Patrons(Area):
         with self._tx() as s:
             patron, row = records.patron_of(s, card, lock=True)
             actors.require_may_change(actor, patron)
+            lib: Library | None
             if actor.kind != "operator":
                 lib = records.library(s, actor.library_isil or "")
                 number = series.allocate_card(s, lib) if new_card is None else fields.card(new_card)
@@ -296,13 +300,14 @@ class Patrons(Area):
                     raise CardOutsideSeries(f"card {number} is not inside any reserved number series")
             else:
                 # The home library's series first; else the series of the library that issued the old card.
-                home, issuer = s.get(Library, patron.home_library_id), s.get(Library, row.library_id)
+                home, issuer = patron.home_library, s.get(Library, row.library_id)
                 try:
                     lib, number = home, series.allocate_card(s, home)
                 except SeriesExhausted:
                     if issuer is None or issuer.id == home.id:
                         raise
                     lib, number = issuer, series.allocate_card(s, issuer)
+            assert lib is not None
             if new_card is not None:
                 series.check_card_in_series(s, lib, number)
             for old in patron.cards:

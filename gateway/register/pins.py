@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import Connection, and_, bindparam, case, or_, select, update
+from sqlalchemy import Connection, Integer, Table, and_, bindparam, case, or_, select, update
 
 from gateway.register import crypto
 from gateway.register.models import Patron
@@ -35,7 +36,8 @@ STALE_CLAIM = timedelta(seconds=30)
 BUSY_RETRIES, BUSY_WAIT_SECONDS = 40, 0.025  # about a second of waiting for a place, at most
 NO_PATRON = 0  # the id the statements run against when there is nobody to count for
 
-_p = Patron.__table__.c
+_patrons = cast(Table, Patron.__table__)
+_p = _patrons.c
 _now, _stale = bindparam("now", type_=Patron.pin_claimed_at.type), bindparam("stale", type_=Patron.pin_claimed_at.type)
 _claims_live = and_(_p.pin_claimed_at.is_not(None), _p.pin_claimed_at >= _stale)
 _unlocked = or_(_p.pin_locked_until.is_(None), _p.pin_locked_until <= _now)
@@ -43,7 +45,7 @@ _pending_now = case((_claims_live, _p.pin_pending), else_=0)
 
 # 1. Take a place among the checks allowed now (no row: none left, or the PIN is locked).
 _CLAIM = (
-    update(Patron.__table__)
+    update(_patrons)
     .where(_p.id == bindparam("patron_id"), _unlocked, _p.pin_failures + _pending_now < bindparam("max_failures"))
     .values(pin_pending=_pending_now + 1, pin_claimed_at=_now)
     .returning(_p.pin_failures)
@@ -53,12 +55,13 @@ _locked_now = and_(_p.pin_locked_until.is_not(None), _p.pin_locked_until > _now)
 _reaches_limit = _p.pin_failures + 1 >= bindparam("max_failures")
 # 3a. A wrong PIN: its claim becomes a failure; the one that reaches the limit locks the PIN.
 _SETTLE_WRONG = (
-    update(Patron.__table__)
+    update(_patrons)
     .where(_p.id == bindparam("patron_id"))
     .values(
         pin_pending=_release,
         pin_failures=case((_locked_now, 0), (_reaches_limit, 0), else_=_p.pin_failures + 1),
-        pin_locked_until=case((_locked_now, _p.pin_locked_until), (_reaches_limit, bindparam("lock_until", type_=Patron.pin_locked_until.type)),
+        pin_locked_until=case((_locked_now, _p.pin_locked_until),
+                              (_reaches_limit, bindparam("lock_until", type_=Patron.pin_locked_until.type)),
                               else_=_p.pin_locked_until),
     )
     .returning(_p.pin_locked_until)
@@ -66,9 +69,9 @@ _SETTLE_WRONG = (
 # 3b. The right PIN: the failures before its claim are cleared ("in a row" ends), unless another
 # check locked the PIN meanwhile. Failures of guesses checked at the same time stay: a burst of
 # guesses around the right PIN must not win back places.
-_seen = bindparam("seen_failures")
+_seen = bindparam("seen_failures", type_=Integer())
 _SETTLE_RIGHT = (
-    update(Patron.__table__)
+    update(_patrons)
     .where(_p.id == bindparam("patron_id"))
     .values(
         pin_pending=_release,
@@ -78,7 +81,7 @@ _SETTLE_RIGHT = (
     .returning(_p.pin_locked_until)
 )
 _LOCKED_UNTIL = select(_p.pin_locked_until).where(_p.id == bindparam("patron_id"))
-_REHASH = (update(Patron.__table__)
+_REHASH = (update(_patrons)
            .where(_p.id == bindparam("patron_id"), _p.pin_hash == bindparam("old_hash"))
            .values(pin_hash=bindparam("new_hash")))
 

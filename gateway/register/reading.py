@@ -57,14 +57,15 @@ class PatronReader:
         return self.load_view(session, patron.id, card.number if card is not None else None,
                               with_national_id=with_national_id)
 
-    def load_view(self, s: Session, patron_id: int, number: str | None = None, *, with_national_id: bool = False) -> PatronView:
+    def load_view(self, s: Session, patron_id: int, number: str | None = None, *,
+                  with_national_id: bool = False) -> PatronView:
         """The patron as stored now, read with three plain queries (the hot path of every lookup).
         ``number`` is the card asked about; by default the patron's active card."""
         s.flush()  # plain Core reads below do not autoflush the session's pending changes
         conn = s.connection()  # "= :id", not load_views' expanding IN: ~10% faster for one patron
         p = conn.execute(_VIEW_PATRON, {"patron_id": patron_id}).one()
-        cards = conn.execute(_VIEW_CARDS, {"patron_id": patron_id}).all()
-        acts = conn.execute(_VIEW_ACTIVATIONS, {"patron_id": patron_id}).all()
+        cards = list(conn.execute(_VIEW_CARDS, {"patron_id": patron_id}))
+        acts = list(conn.execute(_VIEW_ACTIVATIONS, {"patron_id": patron_id}))
         return self.assemble(p, cards, acts, number, with_national_id)
 
     def load_views(self, conn: Connection, wanted: list[tuple[int, str | None]], *,
@@ -91,7 +92,8 @@ class PatronReader:
         current = next((c.number for c in reversed(cards) if c.status == CardStatus.ACTIVE), None)
         asked = next((c for c in cards if c.number == (number or current)), cards[-1] if cards else None)
         return PatronView(
-            card=asked.number if asked else "", card_status=asked.status if asked else CardStatus.DELETED, current_card=current,
+            card=asked.number if asked else "", card_status=asked.status if asked else CardStatus.DELETED,
+            current_card=current,
             surname=p.surname or "", given_name=p.given_name or "", national_id_masked=masked,
             birth_date=p.birth_date, gender=p.gender,
             address_line1=p.address_line1, address_line2=p.address_line2, postal_code=p.postal_code,

@@ -227,7 +227,8 @@ class Register:
         return self.accounts.add_client(actor, name, library, permissions)
 
     def update_client(self, actor: Actor, name: str, *, enabled: bool | None = None,
-                      permissions: list[str] | None = None, rotate_token: bool = False) -> tuple[ClientView, str | None]:
+                      permissions: list[str] | None = None,
+                      rotate_token: bool = False) -> tuple[ClientView, str | None]:
         return self.accounts.update_client(actor, name, enabled=enabled, permissions=permissions,
                                            rotate_token=rotate_token)
 

@@ -64,7 +64,8 @@ class Series(Area):
         with self._tx() as s:
             lib = records.library(s, isil)
             self.store.lock_series(s)
-            taken = s.execute(select(NumberSeries.first_number, NumberSeries.last_number).order_by(NumberSeries.first_number)).all()
+            taken = s.execute(select(NumberSeries.first_number, NumberSeries.last_number)
+                              .order_by(NumberSeries.first_number)).all()
             if count is not None:
                 if not 1 <= count <= CARD_NUMBER_MAX:
                     raise fields.bad(f"count must be between 1 and {CARD_NUMBER_MAX}")
@@ -77,6 +78,7 @@ class Series(Area):
                 if high > CARD_NUMBER_MAX:
                     raise SeriesExhausted(f"no free range of {count} card numbers is left")
             else:
+                assert first is not None and last is not None  # checked above
                 low, high = card_number_to_int(fields.card(first)), card_number_to_int(fields.card(last))
                 if low > high:
                     raise fields.bad("the first card number must not be after the last")

@@ -8,14 +8,14 @@ from enum import Enum
 from typing import Any
 
 from gateway.register import fields
-from gateway.register.actors import DEFAULT_CLIENT_PERMISSIONS as DEFAULT_CLIENT_PERMISSIONS
-from gateway.register.actors import OPERATOR as OPERATOR
-from gateway.register.actors import PERMISSIONS as PERMISSIONS
-from gateway.register.actors import UNKNOWN_TERMINAL as UNKNOWN_TERMINAL
-from gateway.register.actors import Actor as Actor
-from gateway.register.vocabulary import PinCheck as PinCheck
-from gateway.register.vocabulary import Profile
-from gateway.register.vocabulary import Reason as Reason
+from gateway.register.actors import (
+    DEFAULT_CLIENT_PERMISSIONS as DEFAULT_CLIENT_PERMISSIONS,
+    OPERATOR as OPERATOR,
+    PERMISSIONS as PERMISSIONS,
+    UNKNOWN_TERMINAL as UNKNOWN_TERMINAL,
+    Actor as Actor,
+)
+from gateway.register.vocabulary import PinCheck as PinCheck, Profile, Reason as Reason
 
 PROFILES = tuple(Profile)
 ENCODINGS = ("utf-8", "cp850", "latin-1")

@@ -27,6 +27,7 @@ from gateway.register.views import (
     TerminalLogin,
     TerminalView,
 )
+from gateway.register.vocabulary import Profile
 from gateway.sip2 import answers
 from protocols.sip2 import Message
 
@@ -52,9 +53,9 @@ def _session(conn: SIP2Protocol) -> tuple[TerminalView, Actor]:
 def patron(conn: SIP2Protocol, request: Message) -> Deferred[Answer]:
     """23 → 24 and 63 → 64: the register's decision for this terminal's library (A.4)."""
     terminal, actor = _session(conn)
-    door = terminal.profile == "door"
-    question = DecisionRequest(actor, request.get("AA") or "", request.get("AD"), door=door,
-                               pin_required=terminal.pin_required or door, institution=request.get("AO") or None)
+    # "a door needs a PIN" is the decision table's rule (gateway.register.decisions), not ours
+    question = DecisionRequest(actor, request.get("AA") or "", request.get("AD"), door=terminal.profile == Profile.DOOR,
+                               pin_required=terminal.pin_required, institution=request.get("AO") or None)
     return _decision(conn, conn.factory.decide(question), request,
                      lambda dec: answers.patron_answer(request, terminal, dec, answers.now()))
 
