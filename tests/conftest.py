@@ -18,12 +18,14 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_twisted
+import sip2_server_helpers as sip2
 from register_helpers import TEST_SETTINGS, setup_libraries
 from sqlalchemy import Engine, create_engine, text
+from twisted.logger import formatEvent, globalLogPublisher
 
 from gateway.register import Register
 from gateway.register.crypto import KeyRing
@@ -137,3 +139,62 @@ def gateway(reg: Register) -> Iterator[Gateway]:
     gw = serve(reg, setup_examples(reg))
     yield gw
     pytest_twisted.blockon(gw.close())
+
+
+# ---------------------------------------------------------------------- SIP2 servers (tests/test_sip2_server*.py)
+@pytest.fixture(scope="session")
+def sip2_template(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> sip2.Template:
+    """One populated register, built once per session; every test gets a copy."""
+    folder = tmp_path_factory.mktemp("sip2")
+    db, keys = folder / "register.db", folder / "keys.yaml"
+    shutil.copy(sqlite_template, db)
+    KeyRing.create(keys)
+    engine = make_engine(f"sqlite:///{db}")
+    ids = sip2.populate(Register(engine, KeyRing.load(keys), TEST_SETTINGS))
+    engine.dispose()
+    return sip2.Template(db, keys, ids)
+
+
+@pytest.fixture
+def servers(sip2_template: sip2.Template, tmp_path: Path, no_daemon_failures: None) -> Iterator[sip2.Servers]:
+    """SIP2 servers for the test on copies of the populated register; the test fails if the daemon
+    logged a traceback meanwhile."""
+    s = sip2.Servers(sip2_template, tmp_path)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def sip(servers: sip2.Servers) -> sip2.Server:
+    return servers.start()
+
+
+@pytest.fixture
+def logs() -> Iterator[list[str]]:
+    """Every log line the daemon writes during the test, formatted (tracebacks included)."""
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        text = formatEvent(event)
+        if "log_failure" in event:
+            text += "\n" + event["log_failure"].getTraceback()
+        lines.append(text)
+
+    globalLogPublisher.addObserver(observe)
+    yield lines
+    globalLogPublisher.removeObserver(observe)
+
+
+@pytest.fixture
+def no_daemon_failures() -> Iterator[None]:
+    """Fail a test during which the daemon logged a traceback (a bug, or an unhandled Deferred error)."""
+    failures: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if "log_failure" in event:
+            failures.append(formatEvent(event) + "\n" + event["log_failure"].getTraceback())
+
+    globalLogPublisher.addObserver(observe)
+    yield
+    globalLogPublisher.removeObserver(observe)
+    assert not failures, failures[0]

@@ -14,17 +14,15 @@ import shutil
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_twisted
 from register_helpers import BERGEN, OSLO, TEST_SETTINGS, TRONDHEIM, add_patron, raw_exec, setup_libraries
 from twisted.internet import defer, endpoints, reactor
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from gateway.config import SIP2Config
@@ -120,19 +118,6 @@ class Template:
     national_ids: dict[str, str]
 
 
-@pytest.fixture(scope="session")
-def sip2_template(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Template:
-    """One populated register, built once per session; every test gets a copy."""
-    folder = tmp_path_factory.mktemp("sip2")
-    db, keys = folder / "register.db", folder / "keys.yaml"
-    shutil.copy(sqlite_template, db)
-    KeyRing.create(keys)
-    engine = make_engine(f"sqlite:///{db}")
-    ids = populate(Register(engine, KeyRing.load(keys), TEST_SETTINGS))
-    engine.dispose()
-    return Template(db, keys, ids)
-
-
 def open_register(url: str, keys: Path) -> Register:
     return Register(make_engine(url), KeyRing.load(keys), TEST_SETTINGS)
 
@@ -187,49 +172,6 @@ class Servers:
             pytest_twisted.blockon(defer.maybeDeferred(port.stopListening))
         for reg in self.registers:
             reg.engine.dispose()
-
-
-@pytest.fixture
-def servers(sip2_template: Template, tmp_path: Path) -> Iterator[Servers]:
-    s = Servers(sip2_template, tmp_path)
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def sip(servers: Servers) -> Server:
-    return servers.start()
-
-
-@pytest.fixture
-def logs() -> Iterator[list[str]]:
-    """Every log line the daemon writes during the test, formatted (tracebacks included)."""
-    lines: list[str] = []
-
-    def observe(event: dict[str, Any]) -> None:
-        text = formatEvent(event)
-        if "log_failure" in event:
-            text += "\n" + event["log_failure"].getTraceback()
-        lines.append(text)
-
-    globalLogPublisher.addObserver(observe)
-    yield lines
-    globalLogPublisher.removeObserver(observe)
-
-
-@pytest.fixture(autouse=True)
-def no_daemon_failures() -> Iterator[None]:
-    """Fail a test during which the daemon logged a traceback (a bug, or an unhandled Deferred error)."""
-    failures: list[str] = []
-
-    def observe(event: dict[str, Any]) -> None:
-        if "log_failure" in event:
-            failures.append(formatEvent(event) + "\n" + event["log_failure"].getTraceback())
-
-    globalLogPublisher.addObserver(observe)
-    yield
-    globalLogPublisher.removeObserver(observe)
-    assert not failures, failures[0]
 
 
 def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:

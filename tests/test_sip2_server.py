@@ -29,17 +29,12 @@ from sip2_server_helpers import (
     D,
     checksum_ok,
     fields,
-    logs,
     matches,
-    no_daemon_failures,
     over_tcp,
     patron_enable,
     patron_information,
     patron_status,
-    servers,
     signed,
-    sip,
-    sip2_template,
 )
 from twisted.internet import reactor, task
 from twisted.internet.error import ConnectionDone
@@ -51,7 +46,7 @@ from gateway.config import SIP2Config
 from gateway.register.views import OPERATOR, Reason
 from gateway.sip2 import LoginThrottle, Phase, SIP2Factory, SIP2Protocol, answers, handlers
 
-__all__ = ["logs", "no_daemon_failures", "servers", "sip", "sip2_template"]  # fixtures
+pytestmark = pytest.mark.usefixtures("no_daemon_failures")  # a traceback in the daemon fails the test
 
 KARI_FULL = f"{KARI_NAME[0]} {KARI_NAME[1]}"
 

@@ -9,6 +9,7 @@ import struct
 import threading
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from sip2_server_helpers import (
     KARI,
@@ -17,22 +18,17 @@ from sip2_server_helpers import (
     Client,
     D,
     fields,
-    logs,
     make_certificate,
-    no_daemon_failures,
     over_tcp,
     patron_status,
-    servers,
     signed,
-    sip,
-    sip2_template,
     tls_endpoint,
 )
 
 from gateway.sip2.protocol import LoginThrottle
 from protocols.sip2 import LAYOUTS, SIP2Error, parse
 
-__all__ = ["logs", "no_daemon_failures", "servers", "sip", "sip2_template"]  # fixtures
+pytestmark = pytest.mark.usefixtures("no_daemon_failures")  # a traceback in the daemon fails the test
 
 RESPONSES = {lay.code for lay in LAYOUTS.values() if lay.response is None} - {"97"}
 

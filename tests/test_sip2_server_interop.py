@@ -21,23 +21,18 @@ from sip2_server_helpers import (
     WRONG_PIN,
     D,
     fields,
-    logs,
     make_certificate,
-    no_daemon_failures,
     over_tcp,
     patron_enable,
     patron_information,
     patron_status,
-    servers,
-    sip,
-    sip2_template,
     tls_endpoint,
 )
 
 from gateway.register.views import OPERATOR
 from gateway.sip2 import answers
 
-__all__ = ["logs", "no_daemon_failures", "servers", "sip", "sip2_template"]  # fixtures
+pytestmark = pytest.mark.usefixtures("no_daemon_failures")  # a traceback in the daemon fails the test
 
 KARI_FULL = f"{KARI_NAME[0]} {KARI_NAME[1]}"
 

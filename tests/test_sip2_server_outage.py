@@ -19,15 +19,11 @@ from sip2_server_helpers import (
     PASSWORD,
     D,
     fields,
-    logs,
-    no_daemon_failures,
     over_tcp,
     patron_enable,
     patron_information,
     patron_status,
     populate,
-    servers,
-    sip2_template,
 )
 
 from gateway.register import Register
@@ -36,8 +32,7 @@ from gateway.register.database import make_engine
 from gateway.register.views import Reason
 from gateway.sip2 import answers
 
-__all__ = ["logs", "no_daemon_failures", "servers", "sip2_template"]  # fixtures
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("no_daemon_failures")]
 
 UNAVAILABLE = answers.SCREEN[Reason.REGISTER_UNAVAILABLE]
 

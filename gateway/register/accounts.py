@@ -16,6 +16,7 @@ from gateway.register.models import APIClient, Library, SIPTerminal
 from gateway.register.views import (
     ENCODINGS,
     PROFILES,
+    ClientAccount,
     ClientView,
     TerminalLogin,
     TerminalView,
@@ -165,7 +166,7 @@ class Accounts(Area):
         return sorted(set(perms), key=PERMISSIONS.index)
 
     def add_client(self, actor: Actor, name: str, library: str,
-                   permissions: list[str] | None = None) -> tuple[ClientView, str]:
+                   permissions: list[str] | None = None) -> ClientAccount:
         """Create an API client; returns the view and the token, shown this once and stored hashed."""
         actors.require_operator(actor)
         name = (name or "").strip()
@@ -181,14 +182,14 @@ class Accounts(Area):
                 s.add(c)
                 s.flush()
                 audit.record(s, actor, Action.CLIENT_ADD, "ok", library=lib.isil, detail=name)
-                return self._client_view(c), token
+                return ClientAccount(self._client_view(c), token)
         except IntegrityError:
             raise AlreadyExists(f"client {name} exists already") from None
 
     def update_client(
         self, actor: Actor, name: str, *, enabled: bool | None = None, permissions: list[str] | None = None,
         rotate_token: bool = False,
-    ) -> tuple[ClientView, str | None]:
+    ) -> ClientAccount:
         actors.require_operator(actor)
         perms = self._check_permissions(permissions) if permissions is not None else None
         token = crypto.new_token() if rotate_token else None
@@ -203,7 +204,7 @@ class Accounts(Area):
             if token is not None:
                 c.token_hash = crypto.token_hash(token)
             audit.record(s, actor, Action.CLIENT_UPDATE, "ok", library=c.library.isil, detail=name)
-            return self._client_view(c), token
+            return ClientAccount(self._client_view(c), token)
 
     def list_clients(self) -> list[ClientView]:
         with self._tx() as s:

@@ -46,6 +46,7 @@ from gateway.register.updates import LibraryChange, LibraryChanges
 from gateway.register.views import (
     AuditView,
     ChangeView,
+    ClientAccount,
     ClientView,
     Decision,
     DecisionRequest,
@@ -223,12 +224,12 @@ class Register:
         return self.accounts.terminal_login(login, password, source=source, encrypted=encrypted)
 
     def add_client(self, actor: Actor, name: str, library: str,
-                   permissions: list[str] | None = None) -> tuple[ClientView, str]:
+                   permissions: list[str] | None = None) -> ClientAccount:
         return self.accounts.add_client(actor, name, library, permissions)
 
     def update_client(self, actor: Actor, name: str, *, enabled: bool | None = None,
                       permissions: list[str] | None = None,
-                      rotate_token: bool = False) -> tuple[ClientView, str | None]:
+                      rotate_token: bool = False) -> ClientAccount:
         return self.accounts.update_client(actor, name, enabled=enabled, permissions=permissions,
                                            rotate_token=rotate_token)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.register import fields
 from gateway.register.actors import (
@@ -196,6 +196,13 @@ class ClientView:
 
     def actor(self) -> Actor:
         return Actor("client", self.name, self.library_isil, frozenset(self.permissions))
+
+
+class ClientAccount(NamedTuple):
+    """An API client as created or changed, and its token: shown this once (None: unchanged)."""
+
+    client: ClientView
+    token: str | None
 
 
 @dataclass(frozen=True)
