@@ -7,8 +7,7 @@ from dataclasses import replace
 from datetime import date
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from gateway.register.decisions import TABLE, Facts, age_on, decide
 from gateway.register.vocabulary import PinCheck, Reason

@@ -40,7 +40,6 @@ def test_a_library_change_is_all_or_nothing(reg):
     """NCIP UpdateUser used to run up to six transactions: a bad e-mail after an activation left the
     card activated (issue 8, item 2). Now a refusal anywhere changes nothing."""
     import pytest
-
     from register_helpers import PIN
 
     from gateway.register.errors import AuthenticationFailed, InvalidInput
