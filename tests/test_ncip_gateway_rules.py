@@ -95,6 +95,28 @@ async def test_delete_needs_the_home_library(gateway):
 # --- affiliation ---------------------------------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
+async def test_an_update_user_that_fails_anywhere_changes_nothing(gateway):
+    """UpdateUser was up to six transactions: the door agreement and the activation stayed although
+    the bad e-mail after them answered a Problem (issue 8, item 2). With the patron's PIN too."""
+    register = gateway.register
+    before = register.find_patron(OPERATOR, KARI)
+    feed = len(register.changes())
+    door_and_bad_email = privilege(BERGEN) + privilege(BERGEN, "MERAPENT") + electronic("mailto", "not an e-mail")
+    for pin in (None, PIN):
+        refused = await gateway.post(update_user(KARI, door_and_bad_email, pin=pin, agency=BERGEN), client="bergen")
+        assert refused.problem_type == "Element Rule Violated", refused.body
+    after = register.find_patron(OPERATOR, KARI)
+    assert after.activation_at(BERGEN) is None and after.email == before.email
+    assert len(register.changes()) == feed
+    done = await gateway.post(update_user(KARI, privilege(BERGEN) + privilege(BERGEN, "MERAPENT")
+                                          + electronic("mailto", "kari@bergen.example"), pin=PIN, agency=BERGEN),
+                              client="bergen")
+    assert done.problem is None, done.body
+    after = register.find_patron(OPERATOR, KARI)
+    assert after.activation_at(BERGEN).door_agreement_at is not None and after.email == "kari@bergen.example"
+
+
+@pytest_twisted.ensureDeferred
 async def test_not_affiliated_library_cannot_update_but_can_activate_at_itself(gateway):
     register = gateway.register
     change = update_user(KARI, electronic("mailto", "kari@bergen.example"), agency=BERGEN)
