@@ -7,6 +7,8 @@ valid synthetic national ids, actors and patrons.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
@@ -116,3 +118,24 @@ def concurrent_registrations(url: str, keys_path: str, barrier: Any, results: An
         if engine is not None:
             engine.dispose()
         results.put((os.getpid(), out))
+
+
+def at_once(threads: int, call: Callable[[int], Any]) -> list[Any]:
+    """``call(i)`` in ``threads`` threads released at the same moment; their results, none failing."""
+    barrier = threading.Barrier(threads)
+    results, errors = [], []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results.append(call(i))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    assert not errors
+    return results

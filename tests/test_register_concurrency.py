@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
-import threading
 from collections import Counter
-from collections.abc import Callable
 from itertools import zip_longest
-from typing import Any
 
 import pytest
 from register_helpers import (
@@ -17,6 +14,7 @@ from register_helpers import (
     PIN,
     TRONDHEIM,
     add_patron,
+    at_once,
     concurrent_registrations,
     nid,
     raw_rows,
@@ -101,31 +99,10 @@ def test_processes_registering_at_the_same_moment(reg, database_url, keys_path):
         assert reg.find_patron_by_national_id(OPERATOR, nid(k)).card == winners[f"shared{k}"]
 
 
-def _at_once(threads: int, call: Callable[[int], Any]) -> list[Any]:
-    """``call(i)`` in ``threads`` threads released at the same moment; their results, none failing."""
-    barrier = threading.Barrier(threads)
-    results, errors = [], []
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results.append(call(i))
-        except Exception as exc:  # noqa: BLE001
-            errors.append(repr(exc))
-
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=60)
-    assert not errors
-    return results
-
-
 def test_simultaneous_first_use_auto_activates_once(reg):
     p = add_patron(reg, 0, OSLO)
     threads = 6
-    decisions = _at_once(threads, lambda i: reg.decide(terminal(TRONDHEIM, f"tr-kiosk-{i}"), p.card, PIN))
+    decisions = at_once(threads, lambda i: reg.decide(terminal(TRONDHEIM, f"tr-kiosk-{i}"), p.card, PIN))
     assert [d.reason for d in decisions] == [Reason.GRANTED] * threads
     assert sum(d.activated_now for d in decisions) == 1
     view = reg.find_patron(OPERATOR, p.card)
@@ -136,5 +113,5 @@ def test_simultaneous_wrong_pins_all_count(reg):
     """The failure counter is incremented in the database, so parallel guesses cannot slip past the lockout."""
     p = add_patron(reg, 0, OSLO)
     threads = 5  # exactly pin_max_failures
-    _at_once(threads, lambda i: reg.decide(terminal(OSLO, f"kiosk-{i}"), p.card, f"000{i}"))
+    at_once(threads, lambda i: reg.decide(terminal(OSLO, f"kiosk-{i}"), p.card, f"000{i}"))
     assert reg.verify_pin(OPERATOR, p.card, PIN) is PinCheck.LOCKED

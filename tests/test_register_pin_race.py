@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from register_helpers import OSLO, PIN, add_patron, terminal
+from register_helpers import OSLO, PIN, add_patron, at_once, terminal
 from sqlalchemy import event, text
 
 from gateway.register import crypto
@@ -192,19 +192,6 @@ def test_the_right_pin_sent_from_many_terminals_at_once_is_never_refused(reg):
     """Places for checks are few (pin_max_failures), but a check that finds them all taken by
     checks under way waits for one instead of answering "locked"."""
     p = add_patron(reg, 0, OSLO)
-    threads, results, errors = 3 * reg.settings.pin_max_failures, [], []
-    barrier = threading.Barrier(threads)
-
-    def right(i: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results.append(reg.decide(terminal(OSLO, f"kiosk-{i}"), p.card, PIN).reason)
-        except Exception as exc:  # noqa: BLE001
-            errors.append(repr(exc))
-
-    workers = [threading.Thread(target=right, args=(i,)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=60)
-    assert not errors and results == [Reason.GRANTED] * threads
+    threads = 3 * reg.settings.pin_max_failures
+    results = at_once(threads, lambda i: reg.decide(terminal(OSLO, f"kiosk-{i}"), p.card, PIN).reason)
+    assert results == [Reason.GRANTED] * threads
