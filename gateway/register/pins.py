@@ -14,6 +14,10 @@ Every PIN check, on every channel and in every gateway process, goes through one
    locks at the limit; a right one clears the failures. An unknown card runs the same two
    statements against no row, so every answer costs the same two commits.
 
+A right PIN ends "in a row": the failures counted before its claim are cleared, so a patron who
+mistyped and then typed the right PIN starts afresh. Failures of guesses checked beside it stay, so
+a burst of guesses sent at once gets no more than the limit, the right PIN among them or not.
+
 A claim refused while the PIN is not locked means that the places are taken by checks under way:
 the caller waits a hash's time and claims again (``BUSY_RETRIES``), so that right PINs sent at once
 from several terminals are all checked, and a burst of guesses still gets no more places than the
