@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 NLR    := $(BIN)/nlr --config config/demo.yaml
 
-.PHONY: run test install bench clean
+.PHONY: run test lint install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ run: install
 	$(NLR) demo
 	$(NLR) serve
 
-test: install
+# Lint first: ruff and mypy are configured in pyproject.toml; a finding fails `make test`.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy gateway protocols
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
