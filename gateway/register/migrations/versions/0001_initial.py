@@ -1,14 +1,14 @@
 """the register's first schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-28 13:42:15.749564
 """
 
-from alembic import op
 import sqlalchemy as sa
-import gateway.register.models
+from alembic import op
 
+import gateway.register.models
 
 revision = '0001'
 down_revision = None
