@@ -6,12 +6,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from gateway.register import audit, records
+from gateway.register import actors, audit, records
 from gateway.register.actors import Actor
 from gateway.register.context import Area
-from gateway.register.errors import (
-    PermissionDenied,
-)
 from gateway.register.models import (
     AuditEvent,
     Change,
@@ -30,10 +27,7 @@ class Innsyn(Area):
         """Everything the register holds about a patron (innsyn), national id and audit trail included."""
         with self._tx() as s:
             patron, row = records.patron_of(s, card)
-            if actor.kind == "patron" and actor.name not in {c.number for c in patron.cards}:
-                raise PermissionDenied("a patron may see only their own data")
-            if actor.kind not in ("patron", "operator"):
-                raise PermissionDenied("only the patron or the operator may export a patron")
+            actors.require_may_export(actor, (c.number for c in patron.cards))
             audit.record(s, actor, Action.PATRON_EXPORT, "ok", patron=patron, card=row.number)
             s.flush()
             view = self._patron_view(patron, with_national_id=True)
