@@ -20,6 +20,15 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message is one line for the operator."""
 
 
+# TLS 1.2 suites with forward secrecy (ECDHE, DHE) and an AEAD cipher (GCM, ChaCha20-Poly1305) only:
+# no static RSA key exchange, no CBC, no SHA-1 (Mozilla's "intermediate" list).
+DEFAULT_TLS_CIPHERS = ":".join([
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-CHACHA20-POLY1305",
+])
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = "sqlite:///var/register.db"
@@ -40,6 +49,23 @@ class RegisterConfig:
 
 
 @dataclass(frozen=True)
+class LoginThrottleConfig:
+    """Failed SIP2 logins per source address in a sliding window (sip2.md A.1); attempts refused
+    while a source is blocked do not count, so it gets in one window after its last counted failure."""
+
+    failures: int = 10
+    window_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """TLS on every ssl: listener (SIP2 and HTTP): TLS 1.2 and 1.3 only; for TLS 1.2 the OpenSSL
+    cipher string below (TLS 1.3 suites are all forward-secret AEAD and not affected by it)."""
+
+    ciphers: str = DEFAULT_TLS_CIPHERS
+
+
+@dataclass(frozen=True)
 class SIP2Config:
     listen: list[str] = field(default_factory=lambda: ["tcp:6001:interface=127.0.0.1"])
     # Plain-text (tcp:) listeners must bind to loopback unless the operator says otherwise here,
@@ -48,6 +74,14 @@ class SIP2Config:
     max_message_bytes: int = 8192
     login_timeout_seconds: int = 30
     idle_timeout_seconds: int = 1200
+    # Open connections, in total and per source address (IPv6: per /64); one more is refused at once.
+    # 1,000 per source lets every kiosk and door of a library share one NAT address.
+    max_connections: int = 10_000
+    max_connections_per_source: int = 1_000
+    login_throttle: LoginThrottleConfig = field(default_factory=LoginThrottleConfig)
+    # Addresses (CIDR) whose PROXY protocol header is believed, on haproxy: listeners; any other
+    # source connecting there is closed at once.
+    proxy_from: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -55,6 +89,18 @@ class HTTPConfig:
     listen: list[str] = field(default_factory=lambda: ["tcp:8080:interface=127.0.0.1"])
     max_body_bytes: int = 262144
     allow_plaintext: bool = False
+    # Deadlines, in seconds, that bytes trickling in cannot stretch: the request line and headers
+    # complete within header_timeout, the body within body_timeout after them (408, closed).
+    header_timeout: int = 10
+    body_timeout: int = 30
+    # A keep-alive connection with no request in progress is closed after this many idle seconds.
+    idle_timeout: int = 60
+    # Open connections of this process, in total and per source address (IPv6: per /64); one more
+    # is closed at once. 200 per source lets one library's desks and kiosks share a NAT address.
+    max_connections: int = 1000
+    max_connections_per_source: int = 200
+    # Addresses (CIDR) whose PROXY protocol header is believed, on haproxy: listeners.
+    proxy_from: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -64,6 +110,7 @@ class Config:
     register: RegisterConfig = field(default_factory=RegisterConfig)
     sip2: SIP2Config = field(default_factory=SIP2Config)
     http: HTTPConfig = field(default_factory=HTTPConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
     # Folder that relative paths (keys_file, sqlite files) are resolved against.
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
     # Where the settings came from (the file's path, or "built-in defaults"), for error messages.
@@ -161,6 +208,35 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     return cls(**values)
 
 
+def _check_sip2_and_tls(config: Config, source: str) -> None:
+    """The SIP2 connection caps and login throttle, the proxy addresses and the TLS ciphers."""
+    import ipaddress
+
+    sip2 = config.sip2
+    for key, value, low, high in [
+        ("sip2.max_connections", sip2.max_connections, 1, 1_000_000),
+        ("sip2.max_connections_per_source", sip2.max_connections_per_source, 1, 1_000_000),
+        ("sip2.login_throttle.failures", sip2.login_throttle.failures, 1, 10_000),
+        ("sip2.login_throttle.window_seconds", sip2.login_throttle.window_seconds, 1, 86400),
+    ]:
+        if not low <= value <= high:
+            raise ConfigError(f"{source}: key '{key}' must be between {low} and {high}, not {value}")
+    for section in ("sip2", "http"):
+        for i, network in enumerate(getattr(config, section).proxy_from):
+            try:
+                ipaddress.ip_network(network.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(f"{source}: key '{section}.proxy_from[{i}]' is not an address or network "
+                                  f"(CIDR, e.g. 10.0.0.5/32): {network!r:.60}") from None
+    try:
+        from OpenSSL import SSL
+
+        SSL.Context(SSL.TLS_SERVER_METHOD).set_cipher_list(config.tls.ciphers.encode("ascii"))
+    except (SSL.Error, UnicodeEncodeError):
+        raise ConfigError(f"{source}: key 'tls.ciphers' names no cipher this OpenSSL knows "
+                          f"({config.tls.ciphers!r:.80}); give an OpenSSL cipher string, or leave it out") from None
+
+
 def _check_ranges(config: Config, source: str) -> None:
     checks = [
         ("register.pin_max_failures", config.register.pin_max_failures, 1, 100),
@@ -172,6 +248,11 @@ def _check_ranges(config: Config, source: str) -> None:
         ("sip2.login_timeout_seconds", config.sip2.login_timeout_seconds, 1, 3600),
         ("sip2.idle_timeout_seconds", config.sip2.idle_timeout_seconds, 1, 86400),
         ("http.max_body_bytes", config.http.max_body_bytes, 1024, 64 << 20),
+        ("http.header_timeout", config.http.header_timeout, 1, 3600),
+        ("http.body_timeout", config.http.body_timeout, 1, 3600),
+        ("http.idle_timeout", config.http.idle_timeout, 1, 86400),
+        ("http.max_connections", config.http.max_connections, 1, 1_000_000),
+        ("http.max_connections_per_source", config.http.max_connections_per_source, 1, 1_000_000),
     ]
     for key, value, low, high in checks:
         if not low <= value <= high:
@@ -189,6 +270,7 @@ def _check_ranges(config: Config, source: str) -> None:
             if not description.strip():
                 raise ConfigError(f"{source}: key '{section}.listen[{i}]' must not be empty "
                                   "(e.g. tcp:8080:interface=127.0.0.1)")
+    _check_sip2_and_tls(config, source)
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

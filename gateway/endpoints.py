@@ -74,6 +74,21 @@ def _param(part: str) -> tuple[str | None, str]:
     return None, part
 
 
+def source_group(host: str) -> str:
+    """The source a connection is counted against for per-source caps and throttles: the IPv4
+    address, or the /64 network of an IPv6 one (a single host usually holds a whole /64); an
+    IPv4-mapped IPv6 address counts as its IPv4 address. Anything else (a unix socket) as given."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 def _is_loopback(interface: str) -> bool:
     if interface.lower() == "localhost":
         return True

@@ -96,9 +96,9 @@ def status(conn: SIP2Protocol, request: Message) -> Answer | Deferred[Answer]:
 def login(conn: SIP2Protocol, request: Message) -> Answer | Deferred[Answer]:
     """93 → 94 (A.1): plain-text algorithms only; throttled per source address."""
     factory = conn.factory
-    if factory.throttle.blocked(conn.host):
+    if factory.throttle.blocked(conn.source):
         log.warn("SIP2 login from {peer} refused: too many failed logins from this address", peer=conn.peer)
-        return conn.login_failed(request)
+        return conn.login_failed(request, counted=False)  # refusals never extend the block
     if request.fixed.get("uid_algorithm", "0") not in "0 " or request.fixed.get("pwd_algorithm", "0") not in "0 ":
         return conn.login_failed(request, "encrypted login algorithms are not supported")
     d = factory.call(factory.register.terminal_login, request.get("CN") or "", request.get("CO") or "",

@@ -23,10 +23,12 @@ from zope.interface import implementer
 import protocols.sip2 as sip2
 from gateway.blocking import RegisterCalls
 from gateway.config import SIP2Config
+from gateway.endpoints import source_group
 from gateway.register import Register
 from gateway.register.views import Actor, Decision, DecisionRequest, TerminalView
 from gateway.sip2 import answers, handlers
 from gateway.sip2.handlers import Answer
+from gateway.sip2.quiet import Quiet
 from gateway.sip2.throttle import LoginThrottle
 from protocols.sip2 import Message
 
@@ -66,8 +68,9 @@ class Phase(StrEnum):
 
 
 class SIP2Factory(protocol.Factory):
-    """Shared by every SIP2 listener: the register, the settings, the login throttle, the count of
-    open connections and the last known database state (answered to a 99 before login).
+    """Shared by every SIP2 listener: the register, the settings, the login throttle, the open
+    connections (in total and per source, each capped) and the last known database state (answered
+    to a 99 before login).
 
     ``calls`` is the daemon's one pool of register calls, when it shares one between SIP2, NCIP and
     the health check; without it the factory makes its own, bounded by ``register_timeout``."""
@@ -75,16 +78,19 @@ class SIP2Factory(protocol.Factory):
     noisy = False
 
     def __init__(self, register: Register, reactor: Any, settings: SIP2Config, *,
-                 register_timeout: float = 8.0, max_connections: int = 10_000,
-                 throttle: LoginThrottle | None = None, calls: RegisterCalls | None = None) -> None:
+                 register_timeout: float = 8.0, throttle: LoginThrottle | None = None,
+                 calls: RegisterCalls | None = None) -> None:
         self.register, self.reactor, self.settings = register, reactor, settings
         self.register_timeout = register_timeout
-        self.max_connections = max_connections
-        self.throttle = throttle or LoginThrottle(reactor.seconds)
-        self.connections = 0
+        self.max_connections = settings.max_connections
+        self.max_per_source = settings.max_connections_per_source
+        self.throttle = throttle or LoginThrottle(reactor.seconds, limit=settings.login_throttle.failures,
+                                                  window=settings.login_throttle.window_seconds)
+        self.connections = 0  # open and admitted
+        self.by_source: dict[str, int] = {}  # open and admitted, per source_group
         self.calls = calls if calls is not None else RegisterCalls(reactor, timeout=register_timeout)
         self.online = True
-        self._last_full_log = 0.0
+        self._refusals = Quiet(reactor.seconds)
 
     def buildProtocol(self, addr: Any) -> SIP2Protocol:
         return SIP2Protocol(self)
@@ -118,14 +124,31 @@ class SIP2Factory(protocol.Factory):
             else:
                 log.error("the register database does not answer: SIP2 answers 'register unavailable'")
 
-    def full(self) -> bool:
-        if self.connections <= self.max_connections:
-            return False
-        now = self.reactor.seconds()
-        if now - self._last_full_log >= 10:
-            self._last_full_log = now
-            log.warn("SIP2 connection limit {limit} reached: refusing new connections", limit=self.max_connections)
-        return True
+    def admit(self, source: str) -> bool:
+        """Count a new connection from ``source`` (a `source_group`), or refuse it: over the total
+        cap or the source's. Refusals are logged at most once per 10 s, with a count."""
+        from_source = self.by_source.get(source, 0)
+        if self.connections < self.max_connections and from_source < self.max_per_source:
+            self.connections += 1
+            self.by_source[source] = from_source + 1
+            return True
+        allowed, held = self._refusals.allow()
+        if allowed:
+            if self.connections >= self.max_connections:
+                why = f"{self.connections} SIP2 connections open, the limit (sip2.max_connections)"
+            else:
+                why = f"{from_source} SIP2 connections open from {source}, the limit (sip2.max_connections_per_source)"
+            log.warn("refusing a SIP2 connection from {source}: {why}{more}", source=source, why=why,
+                     more=f"; {held} more refused since the last such line" if held else "")
+        return False
+
+    def release(self, source: str) -> None:
+        self.connections -= 1
+        left = self.by_source.get(source, 1) - 1
+        if left > 0:
+            self.by_source[source] = left
+        else:
+            self.by_source.pop(source, None)
 
 
 @implementer(interfaces.IHalfCloseableProtocol)
@@ -152,7 +175,9 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         self.seen_data = False  # the first bytes have been checked for a TLS ClientHello
         self.read_closed = False  # the client half-closed: it will send nothing more
         self.encrypted = False
-        self.host = self.peer = "?"
+        self.host = self.peer = self.source = "?"
+        self.admitted = False  # counted against the connection caps (released when lost)
+        self.bad_frames = Quiet(factory.reactor.seconds)  # log lines about unreadable input
         self.login_failures = self.bad_checksums = 0
         self.last_response: bytes | None = None
         self.last_key: tuple[int | None, str] | None = None
@@ -176,22 +201,28 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
 
     # ------------------------------------------------------------------ connection
     def connectionMade(self) -> None:
-        self.factory.connections += 1
         if not isinstance(self.transport, Connection):
             raise TypeError(f"a SIP2 connection needs a TCP or TLS transport, not {self.transport!r}")
         self.connection = self.transport
         peer = self.connection.getPeer()
         self.host = str(getattr(peer, "host", "?"))
         self.peer = f"{self.host}:{getattr(peer, 'port', '')}"
+        self.source = source_group(self.host)
         self.encrypted = interfaces.ISSLTransport.providedBy(self.transport)
-        if self.factory.full():
+        if not self.factory.admit(self.source):
             self.phase = Phase.CLOSED
             self.connection.abortConnection()
             return
+        self.admitted = True
         self.setTimeout(self.factory.settings.login_timeout_seconds)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        self.factory.connections -= 1
+        if self.admitted:
+            self.admitted = False
+            self.factory.release(self.source)
+        if held := self.bad_frames.flush():
+            log.warn("SIP2 connection from {peer} ({who}) closed; {n} more unreadable message(s) from it were "
+                     "not logged one by one", peer=self.peer, who=self._who(), n=held)
         self.phase = Phase.CLOSED
         self.pending.clear()
         self.setTimeout(None)
@@ -329,8 +360,8 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
             return None
         handler = handlers.HANDLERS.get(code)
         if handler is None:
-            log.warn("ignored SIP2 message {code} from {peer} ({who}): not a request", code=code, peer=self.peer,
-                     who=self._who())
+            self._bad_frame("ignored SIP2 message {code} from {peer} ({who}): not a request", code=code,
+                            peer=self.peer, who=self._who())
             return None
         return handler(self, request)
 
@@ -344,12 +375,14 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         log.info("SIP2 terminal {login} ({profile}, {library}) logged in from {peer}", login=terminal.login,
                  profile=terminal.profile, library=terminal.library_isil, peer=self.peer)
 
-    def login_failed(self, request: Message, why: str | None = None) -> Answer:
-        """A failed 93: logged out, one strike (for the connection and the address), answered 940."""
+    def login_failed(self, request: Message, why: str | None = None, *, counted: bool = True) -> Answer:
+        """A failed 93: logged out, one strike for the connection and, when ``counted`` (the
+        register judged it, not the throttle), for the source address; answered 940."""
         self.terminal = self.actor = None
         self._settle()
         self.login_failures += 1
-        self.factory.throttle.failed(self.host)
+        if counted:
+            self.factory.throttle.failed(self.source)
         if why:
             log.warn("SIP2 login from {peer} failed ({why}); failure {n} of {max}", peer=self.peer, why=why,
                      n=self.login_failures, max=self.MAX_LOGIN_FAILURES)
@@ -366,9 +399,17 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         if self.bad_checksums > answers.MAX_RETRIES:
             self._close(f"{self.bad_checksums} messages in a row with a wrong checksum")
             return None
-        log.warn("SIP2 message {code} from {peer} ({who}) has a wrong checksum: asking for a resend (96)",
-                 code=exc.command, peer=self.peer, who=self._who())
+        self._bad_frame("SIP2 message {code} from {peer} ({who}) has a wrong checksum: asking for a resend (96)",
+                        code=exc.command, peer=self.peer, who=self._who())
         return self._resend_request(True)
+
+    def _bad_frame(self, text: str, **fields: Any) -> None:
+        """A log line about unreadable input: at most one per connection every 10 s; the next says
+        how many were not logged (and so does the connection's close)."""
+        allowed, held = self.bad_frames.allow()
+        if allowed:
+            more = f" ({held} more unreadable message(s) from this connection not logged one by one)" if held else ""
+            log.warn(text + "{more}", more=more, **fields)
 
     def _resend_request(self, checksum: bool) -> bytes:
         return sip2.encode(sip2.build("96"), checksum=checksum, terminator=self._terminator())
@@ -381,11 +422,11 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         self.resetTimeout()
         layout = sip2.LAYOUTS.get(code)
         if layout is None or layout.response is None:
-            log.warn("ignored SIP2 input from {peer} ({who}): {why}, {n} bytes", peer=self.peer,
-                     who=self._who(), why=exc.reason, n=len(frame))
+            self._bad_frame("ignored SIP2 input from {peer} ({who}): {why}, {n} bytes", peer=self.peer,
+                            who=self._who(), why=exc.reason, n=len(frame))
             return None
-        log.warn("refused unreadable SIP2 message {code} from {peer} ({who}): {why}", code=code, peer=self.peer,
-                 who=self._who(), why=exc.reason)
+        self._bad_frame("refused unreadable SIP2 message {code} from {peer} ({who}): {why}", code=code,
+                        peer=self.peer, who=self._who(), why=exc.reason)
         self._key = None
         if code == "99":  # a malformed status request still gets the status
             return handlers.status(self, Message("99"))

@@ -7,8 +7,13 @@ from collections.abc import Callable
 
 
 class LoginThrottle:
-    """Failed logins per source address in a sliding window (A.1). Memory is bounded: the least
-    recently failing addresses are forgotten first."""
+    """Failed logins per source address in a sliding window (A.1): a source with ``limit``
+    failures in the last ``window`` seconds is refused without asking the register.
+
+    Only failures the register judged count. An attempt refused because the source is blocked does
+    not, so the window is never extended by waiting clients: a blocked source gets in at most
+    ``window`` seconds after its last counted failure. Memory is bounded: the least recently
+    failing addresses are forgotten first."""
 
     def __init__(self, clock: Callable[[], float], limit: int = 10, window: float = 300.0,
                  max_addresses: int = 10_000) -> None:
@@ -31,11 +36,14 @@ class LoginThrottle:
         return times is not None and len(times) >= self.limit
 
     def failed(self, host: str) -> None:
+        """A failed login the register judged. While ``host`` is blocked nothing is counted (no
+        attempt reaches the register then, and counting refusals would block it for good)."""
         times = self._recent(host)
         if times is None:
             times = self._failures[host] = deque(maxlen=self.limit)
+        elif len(times) >= self.limit:
+            return
         times.append(self.clock())
         self._failures.move_to_end(host)
         while len(self._failures) > self.max_addresses:
             self._failures.popitem(last=False)
-
