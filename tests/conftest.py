@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import daemon_helpers
 import pytest
 import pytest_twisted
 import sip2_server_helpers as sip2
@@ -198,3 +199,13 @@ def no_daemon_failures() -> Iterator[None]:
     yield
     globalLogPublisher.removeObserver(observe)
     assert not failures, failures[0]
+
+
+# ---------------------------------------------------------------------- `nlr serve` daemons
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[list[daemon_helpers.Daemon]]:
+    """Daemons a test starts; any still running at the end are killed."""
+    started: list[daemon_helpers.Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
