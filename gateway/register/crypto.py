@@ -154,6 +154,7 @@ class KeyRing:
         )
         if exclusive:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.fchmod(fd, 0o600)  # exactly 0600, whatever the umask took from it
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(text)
             return

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, text
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -19,9 +20,10 @@ def make_engine(url: str, *, pool_size: int = 5, connect_timeout: int = 5) -> En
     """An engine for the register; SQLite gets WAL, foreign keys and write-serialising transactions.
     SQL parameters (PIN hashes, national id index values, names) never appear in error messages."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
+        path = make_url(url).database
+        if path and path != ":memory:" and not path.startswith("file:"):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            create_private_file(Path(path))
         engine = create_engine(url, connect_args={"timeout": 30}, pool_size=pool_size, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
@@ -52,6 +54,24 @@ def make_engine(url: str, *, pool_size: int = 5, connect_timeout: int = 5) -> En
         connect_args={"connect_timeout": connect_timeout},
         hide_parameters=True,
     )
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists, whatever the umask.
+
+    The SQLite database holds names, addresses and e-mail addresses. SQLite would create it 0644
+    (less the umask); created here first, it is 0600, and SQLite gives its -wal, -shm and -journal
+    files the database file's own mode when it creates them, so they are 0600 too. An existing
+    file keeps the mode the operator gave it.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)  # the umask may have taken bits from 0600 too (e.g. 0277)
+    finally:
+        os.close(fd)
 
 
 # Alembic is imported only where it is used: every `nlr` command would otherwise pay for it.
