@@ -565,6 +565,7 @@ HOSTILE = [
     ({"preferred_contact": "telephone-call"}, "preferred contact"),
     ({"preferred_contact": "fax"}, "preferred contact"),
     ({"gender": "x" * 17}, "gender"),
+    ({"gender": "male"}, "gender"),  # M, F, X or none: the same set on every channel
 ]
 
 

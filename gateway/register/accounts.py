@@ -162,7 +162,10 @@ class Accounts(Area):
                  else [p.strip() for p in permissions if p.strip()])
         bad = [p for p in perms if p not in PERMISSIONS]
         if bad:
-            raise fields.bad(f"unknown permission {bad[0]!r}; known: {', '.join(PERMISSIONS)}")
+            raise fields.bad(f"unknown permission{'s' * (len(bad) > 1)} {', '.join(map(repr, bad))}; "
+                             f"known: {', '.join(PERMISSIONS)}")
+        if not perms:  # a client that may do nothing is a mistake; `client disable` stops one
+            raise fields.bad(f"give at least one permission, of {', '.join(PERMISSIONS)}")
         return sorted(set(perms), key=PERMISSIONS.index)
 
     def add_client(self, actor: Actor, name: str, library: str,

@@ -86,6 +86,22 @@ class AuditTrail(Area):
             query = select(Change).where(Change.id > since).order_by(Change.id).limit(limit)
             return [change_view(c) for c in s.scalars(query)]
 
+    def count_audit_events(self, card: str | None = None) -> int:
+        """How many events ``audit_events`` could list (of one patron when asked): a listing says what it left out."""
+        with self._tx() as s:
+            query = select(func.count()).select_from(AuditEvent)
+            if card is not None:
+                found = s.get(Card, fields.card(card))
+                if found is None:
+                    raise NotFound(f"card {fields.card(card)} is not in the register")
+                query = query.where(AuditEvent.patron_id == found.patron_id)
+            return s.scalar(query) or 0
+
+    def count_changes(self, since: int = 0) -> int:
+        """How many changes come after ``since``."""
+        with self._tx() as s:
+            return s.scalar(select(func.count()).select_from(Change).where(Change.id > since)) or 0
+
     def counts(self) -> dict[str, int]:
         with self._tx() as s:
             return {

@@ -27,8 +27,9 @@ CONTACT_CHANNELS = ("email", "sms", "phone", "letter")  # a patron's preferred c
 # Free-text patron fields, and the longest each may be.
 TEXT_FIELDS = {
     "surname": NAME_MAX, "given_name": NAME_MAX, "address_line1": 200, "address_line2": 200,
-    "city": 100, "temp_address_line1": 200, "temp_city": 100, "gender": 16,
+    "city": 100, "temp_address_line1": 200, "temp_city": 100,
 }
+GENDERS = ("M", "F", "X")  # a patron's gender, as the register stores it (or none)
 CONTACT_FIELDS = ("email", "phone", "postal_code", "country")
 
 
@@ -114,6 +115,16 @@ def version(value: str | None, field: str) -> str | None:
     if not value.strip() or len(value.strip()) > 40:
         raise bad(f"{field} must be 1 to 40 characters")
     return text(value, field, 40)
+
+
+def gender(value: str | None) -> str | None:
+    """M, F or X (any case); None or blank: none. The same set on every channel."""
+    if value is None or not value.strip():
+        return None
+    code = value.strip().upper()
+    if code not in GENDERS:
+        raise bad(f"gender must be {', '.join(GENDERS[:-1])} or {GENDERS[-1]}, or empty")
+    return code
 
 
 def contact_channel(value: str | None) -> str | None:

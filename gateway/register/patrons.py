@@ -63,7 +63,9 @@ def update_in(s: Session, actor: Actor, patron: Patron, row: Card, changes: Patr
             if key in given:
                 setattr(patron, key, value)
     for key, value in given.items():
-        if key in fields.TEXT_FIELDS:
+        if key == "gender":
+            patron.gender = fields.gender(value)
+        elif key in fields.TEXT_FIELDS:
             setattr(patron, key, fields.text(value, key, fields.TEXT_FIELDS[key],
                                              required=key in ("surname", "given_name")))
         elif key == "temp_postal_code":
@@ -111,8 +113,8 @@ class Patrons(Area):
             names = {"surname": fields.text(surname, "surname", fields.NAME_MAX, required=True),
                      "given_name": fields.text(given_name, "given_name", fields.NAME_MAX, required=True)}
             others = {k: fields.text(v, k, fields.TEXT_FIELDS[k]) for k, v in
-                      {"address_line1": address_line1, "address_line2": address_line2, "city": city,
-                       "gender": gender}.items()}
+                      {"address_line1": address_line1, "address_line2": address_line2, "city": city}.items()}
+            others["gender"] = fields.gender(gender)
             fields.check_birth_date(birth_date)
             preferred_contact = fields.contact_channel(preferred_contact)
             pin_hash = crypto.hash_secret(fields.pin(pin), self.settings.pin_hash_cost) if pin is not None else None

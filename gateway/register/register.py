@@ -250,6 +250,12 @@ class Register:
     def changes(self, since: int = 0, *, limit: int = 1000) -> list[ChangeView]:
         return self.audit.changes(since, limit=limit)
 
+    def count_audit_events(self, card: str | None = None) -> int:
+        return self.audit.count_audit_events(card)
+
+    def count_changes(self, since: int = 0) -> int:
+        return self.audit.count_changes(since)
+
     def counts(self) -> dict[str, int]:
         return self.audit.counts()
 
