@@ -1,21 +1,34 @@
 """Listen strings: Twisted endpoint strings as the config gives them, and the plain-text rule.
 
 Start-up checks every listen string before it touches the database: plain text (``tcp:``) only on
-loopback unless the section says ``allow_plaintext`` (PRODUCT §2.12), file names (TLS keys, unix
-sockets) relative to the config file's folder (PRODUCT §4.1), a connection backlog of 1,024 unless
-the string names one, and that each string parses into an endpoint.
+loopback unless the section says ``allow_plaintext`` (PRODUCT §2.12), judged on the endpoint a
+``haproxy:`` prefix wraps; file names (TLS keys, unix sockets) relative to the config file's folder
+(PRODUCT §4.1), a connection backlog of 1,024 unless the string names one, and that each string
+parses into an endpoint. ``ssl:`` listeners speak TLS 1.2 and 1.3 only, TLS 1.2 with the ciphers of
+``tls.ciphers`` (forward-secret AEAD suites by default). A ``haproxy:`` listener takes connections
+only from the section's ``proxy_from`` networks: anyone else could claim any source address.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
+import resource
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.endpoints import serverFromString
+from twisted.internet import interfaces, protocol
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.logger import Logger
+from twisted.protocols.haproxy import proxyEndpoint
+from twisted.python.filepath import FilePath
+from zope.interface import implementer
 
 from gateway.config import Config, ConfigError
+
+log = Logger(namespace="nlr")
 
 # Endpoint types that carry plain text over the network.
 _PLAINTEXT_KINDS = {"tcp", "tcp6"}
@@ -101,13 +114,22 @@ def _is_loopback(interface: str) -> bool:
     return address.is_loopback
 
 
+def _unwrap_proxy(description: str) -> tuple[str, bool]:
+    """``haproxy:INNER`` → (INNER, True); anything else → (itself, False)."""
+    parts = _split_endpoint(description.strip())
+    if len(parts) > 1 and _unescape(parts[0]).lower() == "haproxy":
+        return ":".join(parts[1:]), True
+    return description.strip(), False
+
+
 def check_listen(descriptions: list[str], key: str, source: str = "config", *, allow_plaintext: bool = False) -> None:
-    """Refuse plaintext TCP listeners that are reachable from other machines (PRODUCT §2.12)."""
+    """Refuse plaintext TCP listeners that are reachable from other machines (PRODUCT §2.12); a
+    ``haproxy:`` string is judged by the endpoint it wraps (the PROXY header is plain text too)."""
     if allow_plaintext:
         return
     section = key.split(".", 1)[0]
     for i, description in enumerate(descriptions):
-        parts = _split_endpoint(description.strip())
+        parts = _split_endpoint(_unwrap_proxy(description)[0])
         kind = _unescape(parts[0]).lower()
         if kind not in _PLAINTEXT_KINDS:
             continue
@@ -149,6 +171,135 @@ def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
     return f"{description.strip()}:backlog={backlog}"
 
 
+# Descriptors the daemon needs besides its connections: the database pool, log and key files, the
+# listening sockets, the reactor's and the thread pool's own.
+RESERVED_DESCRIPTORS = 64
+
+
+def fit_descriptor_limit(config: Config) -> Config:
+    """The config with connection caps that fit the process's descriptor limit (RLIMIT_NOFILE).
+
+    Every open connection holds a descriptor: the SIP2 and HTTP caps together, and what the daemon
+    needs besides, must fit, or an attacker filling them leaves nothing for the logins and health
+    checks the caps are there to protect. The soft limit is raised as far as the hard limit allows;
+    if that is not enough, both caps are lowered in proportion, and a warning says so."""
+    sip2, http = config.sip2, config.http
+    http_cap = int(getattr(http, "max_connections", 0))  # the HTTP side's cap, where it has one
+    reserve = RESERVED_DESCRIPTORS + 2 * config.database.pool_size + len(sip2.listen) + len(http.listen)
+    wanted = sip2.max_connections + http_cap + reserve
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = resource.RLIM_INFINITY
+    if soft != unlimited and soft < wanted:
+        target = wanted if hard == unlimited else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == unlimited or soft >= wanted:
+        return config
+    room = max(2, soft - reserve)
+    sip2_cap = max(1, room * sip2.max_connections // (sip2.max_connections + http_cap))
+    sip2_new = dataclasses.replace(sip2, max_connections=sip2_cap,
+                                   max_connections_per_source=min(sip2.max_connections_per_source, sip2_cap))
+    changes: dict[str, Any] = {"sip2": sip2_new}
+    text = f"sip2.max_connections {sip2.max_connections} → {sip2_cap}"
+    if http_cap:
+        http_new_cap = max(1, room - sip2_cap)
+        per_source = int(getattr(http, "max_connections_per_source", http_new_cap))
+        changes["http"] = dataclasses.replace(http, max_connections=http_new_cap,
+                                              max_connections_per_source=min(per_source, http_new_cap))
+        text += f", http.max_connections {http_cap} → {http_new_cap}"
+    log.warn("the descriptor limit (RLIMIT_NOFILE {soft}, hard {hard}) is below the connection caps and "
+             "{reserve} for the daemon's own use: lowered {text}; raise LimitNOFILE (systemd) or ulimit -n "
+             "to at least {wanted}", soft=soft, hard=hard, reserve=reserve, text=text, wanted=wanted)
+    return dataclasses.replace(config, **changes)
+
+
+def parse_networks(cidrs: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(c.strip(), strict=False) for c in cidrs]  # validated by the config
+
+
+def in_networks(host: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+class _OnlyFrom(protocol.Factory):
+    """A listener's factory that takes connections only from ``networks``: anything else is closed
+    before a byte is read (``buildProtocol`` answers None). Refusals are logged at most once per
+    10 s, with a count."""
+
+    def __init__(self, wrapped: interfaces.IProtocolFactory, networks: list[Any], key: str, reactor: Any) -> None:
+        from gateway.sip2.quiet import Quiet
+
+        self.wrapped, self.networks, self.key = wrapped, networks, key
+        self.refusals = Quiet(reactor.seconds)
+
+    def doStart(self) -> None:
+        self.wrapped.doStart()
+
+    def doStop(self) -> None:
+        self.wrapped.doStop()
+
+    def buildProtocol(self, addr: Any) -> Any:  # the wrapped factory's protocol, or None: refused
+        host = str(getattr(addr, "host", ""))
+        if in_networks(host, self.networks):
+            return self.wrapped.buildProtocol(addr)
+        allowed, held = self.refusals.allow()
+        if allowed:
+            log.warn("refused a connection from {host} to a PROXY protocol listener: not in {key}{more}",
+                     host=host, key=self.key, more=f" ({held} more since the last such line)" if held else "")
+        return None
+
+
+@implementer(interfaces.IStreamServerEndpoint)
+class _OnlyFromEndpoint:
+    def __init__(self, inner: Any, networks: list[Any], key: str, reactor: Any) -> None:
+        self.inner, self.networks, self.key, self.reactor = inner, networks, key, reactor
+
+    def listen(self, factory: interfaces.IProtocolFactory) -> Deferred[Any]:
+        result: Deferred[Any] = self.inner.listen(_OnlyFrom(factory, self.networks, self.key, self.reactor))
+        return result
+
+
+def _tls_endpoint(reactor: Any, description: str, ciphers: str) -> SSL4ServerEndpoint:
+    """The ``ssl:`` endpoint of ``description`` (already parsed once by Twisted, so well-formed),
+    with TLS 1.2 as the lowest version and ``ciphers`` as the TLS 1.2 cipher list."""
+    from twisted.internet import ssl
+
+    parts = _split_endpoint(description)
+    args: list[str] = []
+    kw: dict[str, str] = {}
+    for part in parts[1:]:
+        name, raw = _param(part)
+        if name is None:
+            args.append(_unescape(raw))
+        else:
+            kw[name] = _unescape(raw)
+    port = int(kw.get("port", args[0] if args else "0"))
+    private_key = kw.get("privateKey", args[1] if len(args) > 1 else "server.pem")
+    cert_pem = FilePath(kw.get("certKey", private_key)).getContent()
+    pair = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + FilePath(private_key).getContent())
+    chain = None
+    if "extraCertChain" in kw:
+        text = FilePath(kw["extraCertChain"]).getContent()
+        chain = [ssl.Certificate.loadPEM(b"-----BEGIN CERTIFICATE-----" + block).original
+                 for block in text.split(b"-----BEGIN CERTIFICATE-----")[1:]]
+    dh = ssl.DiffieHellmanParameters.fromFile(FilePath(kw["dhParameters"])) if "dhParameters" in kw else None
+    options = ssl.CertificateOptions(
+        privateKey=pair.privateKey.original, certificate=pair.original, extraCertChain=chain, dhParameters=dh,
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+        acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(ciphers))
+    return SSL4ServerEndpoint(reactor, port, options, backlog=int(kw.get("backlog", DEFAULT_BACKLOG)),
+                              interface=kw.get("interface", ""))
+
+
 def check_config(config: Config, reactor: Any) -> dict[str, list[tuple[str, Any]]]:
     """Every listen string checked and parsed into an endpoint, before the database is opened.
 
@@ -164,13 +315,27 @@ def check_config(config: Config, reactor: Any) -> dict[str, list[tuple[str, Any]
         check_listen(settings.listen, f"{section}.listen", source, allow_plaintext=settings.allow_plaintext)
         parsed[section] = []
         for i, description in enumerate(settings.listen):
-            resolved = with_backlog(resolve_endpoint(description, config.base_dir))
+            key = f"{section}.listen[{i}]"
+            inner, proxied = _unwrap_proxy(description)
+            if proxied and not settings.proxy_from:
+                raise ConfigError(f"{source}: key '{key}' takes the PROXY protocol ({description}) but "
+                                  f"'{section}.proxy_from' is empty; list the proxy's addresses (CIDR) there")
+            resolved = with_backlog(resolve_endpoint(inner, config.base_dir))
+            kind = _unescape(_split_endpoint(resolved)[0]).lower()
+            if kind == "ssl" and any(_param(p)[0] == "sslmethod" for p in _split_endpoint(resolved)[1:]):
+                raise ConfigError(f"{source}: key '{key}' sets sslmethod ({description}); leave it out: "
+                                  "ssl: listeners speak TLS 1.2 and 1.3, with the ciphers of tls.ciphers")
             try:
                 endpoint = serverFromString(reactor, resolved)
+                if kind == "ssl":
+                    endpoint = _tls_endpoint(reactor, resolved, config.tls.ciphers)
             except Exception as exc:  # noqa: BLE001 - any parse or certificate problem: one line
                 why = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
                 raise ConfigError(
-                    f"{source}: key '{section}.listen[{i}]' is not a usable endpoint string ({description}): {why:.200}"
+                    f"{source}: key '{key}' is not a usable endpoint string ({description}): {why:.200}"
                 ) from None
+            if proxied:
+                endpoint = proxyEndpoint(_OnlyFromEndpoint(endpoint, parse_networks(settings.proxy_from),
+                                                           f"{section}.proxy_from", reactor))
             parsed[section].append((description, endpoint))
     return parsed

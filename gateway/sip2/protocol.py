@@ -23,7 +23,7 @@ from zope.interface import implementer
 import protocols.sip2 as sip2
 from gateway.blocking import RegisterCalls
 from gateway.config import SIP2Config
-from gateway.endpoints import source_group
+from gateway.endpoints import in_networks, parse_networks, source_group
 from gateway.register import Register
 from gateway.register.views import Actor, Decision, DecisionRequest, TerminalView
 from gateway.sip2 import answers, handlers
@@ -88,6 +88,7 @@ class SIP2Factory(protocol.Factory):
                                                   window=settings.login_throttle.window_seconds)
         self.connections = 0  # open and admitted
         self.by_source: dict[str, int] = {}  # open and admitted, per source_group
+        self.proxies = parse_networks(settings.proxy_from)  # their PROXY header names the source
         self.calls = calls if calls is not None else RegisterCalls(reactor, timeout=register_timeout)
         self.online = True
         self._refusals = Quiet(reactor.seconds)
@@ -125,25 +126,34 @@ class SIP2Factory(protocol.Factory):
                 log.error("the register database does not answer: SIP2 answers 'register unavailable'")
 
     def admit(self, source: str) -> bool:
-        """Count a new connection from ``source`` (a `source_group`), or refuse it: over the total
-        cap or the source's. Refusals are logged at most once per 10 s, with a count."""
-        from_source = self.by_source.get(source, 0)
-        if self.connections < self.max_connections and from_source < self.max_per_source:
+        """Count a new connection against the total cap, or refuse it."""
+        if self.connections < self.max_connections:
             self.connections += 1
-            self.by_source[source] = from_source + 1
             return True
-        allowed, held = self._refusals.allow()
-        if allowed:
-            if self.connections >= self.max_connections:
-                why = f"{self.connections} SIP2 connections open, the limit (sip2.max_connections)"
-            else:
-                why = f"{from_source} SIP2 connections open from {source}, the limit (sip2.max_connections_per_source)"
-            log.warn("refusing a SIP2 connection from {source}: {why}{more}", source=source, why=why,
-                     more=f"; {held} more refused since the last such line" if held else "")
+        self._refused(source, f"{self.connections} SIP2 connections open, the limit (sip2.max_connections)")
         return False
 
-    def release(self, source: str) -> None:
+    def admit_source(self, source: str) -> bool:
+        """Count an admitted connection against its source's cap (``source``: a `source_group`),
+        or refuse it."""
+        from_source = self.by_source.get(source, 0)
+        if from_source < self.max_per_source:
+            self.by_source[source] = from_source + 1
+            return True
+        self._refused(source, f"{from_source} SIP2 connections open from {source}, the limit "
+                              "(sip2.max_connections_per_source)")
+        return False
+
+    def _refused(self, source: str, why: str) -> None:
+        allowed, held = self._refusals.allow()  # a flood of refusals: one line per 10 s
+        if allowed:
+            log.warn("refusing a SIP2 connection from {source}: {why}{more}", source=source, why=why,
+                     more=f"; {held} more refused since the last such line" if held else "")
+
+    def release(self, source: str | None) -> None:
         self.connections -= 1
+        if source is None:
+            return
         left = self.by_source.get(source, 1) - 1
         if left > 0:
             self.by_source[source] = left
@@ -176,7 +186,8 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         self.read_closed = False  # the client half-closed: it will send nothing more
         self.encrypted = False
         self.host = self.peer = self.source = "?"
-        self.admitted = False  # counted against the connection caps (released when lost)
+        self.admitted = False  # counted against the total cap (released when lost)
+        self.counted_source: str | None = None  # the source it is counted against, once known
         self.bad_frames = Quiet(factory.reactor.seconds)  # log lines about unreadable input
         self.login_failures = self.bad_checksums = 0
         self.last_response: bytes | None = None
@@ -210,16 +221,38 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         self.source = source_group(self.host)
         self.encrypted = interfaces.ISSLTransport.providedBy(self.transport)
         if not self.factory.admit(self.source):
-            self.phase = Phase.CLOSED
-            self.connection.abortConnection()
+            self._refuse()
             return
         self.admitted = True
+        # From a configured proxy, the source is the one its PROXY header names: known with the
+        # first bytes after the header, and counted then.
+        if not in_networks(self.host, self.factory.proxies) and not self._count_source():
+            return
         self.setTimeout(self.factory.settings.login_timeout_seconds)
+
+    def _refuse(self) -> None:
+        self.phase = Phase.CLOSED
+        self.connection.abortConnection()
+
+    def _count_source(self) -> bool:
+        if not self.factory.admit_source(self.source):
+            self._refuse()
+            return False
+        self.counted_source = self.source
+        return True
+
+    def _proxied_source(self) -> bool:
+        """The first bytes of a connection from a proxy: the source its PROXY header named."""
+        peer = self.connection.getPeer()
+        self.host = str(getattr(peer, "host", "?"))
+        self.peer = f"{self.host}:{getattr(peer, 'port', '')}"
+        self.source = source_group(self.host)
+        return self._count_source()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if self.admitted:
             self.admitted = False
-            self.factory.release(self.source)
+            self.factory.release(self.counted_source)
         if held := self.bad_frames.flush():
             log.warn("SIP2 connection from {peer} ({who}) closed; {n} more unreadable message(s) from it were "
                      "not logged one by one", peer=self.peer, who=self._who(), n=held)
@@ -275,6 +308,8 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
             return
         if not self.seen_data:
             self.seen_data = True
+            if self.counted_source is None and not self._proxied_source():
+                return
             if not self.encrypted and sip2.looks_like_tls_client_hello(data):
                 self._close("a TLS ClientHello arrived on a plaintext SIP2 port; the client must connect "
                             "without TLS here, or to an ssl: listener", abort=False)  # FIN: clients fall back
