@@ -13,7 +13,8 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import date
+from dataclasses import fields, is_dataclass
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from gateway.config import Config, ConfigError, load_config
@@ -21,6 +22,7 @@ from gateway.config import Config, ConfigError, load_config
 # Light modules: the database layer loads only when a command needs the register, and then through
 # register-level functions (this module imports no SQLAlchemy, not even inside functions).
 from gateway.register.identifiers import normalise_isil
+from gateway.register.settings import OSLO
 from gateway.register.views import OPERATOR, PERMISSIONS, jsonable
 from gateway.runtime import Failure, open_configured_register
 
@@ -73,12 +75,24 @@ def _iso_date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date in the form YYYY-MM-DD") from None
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    return value
+_BIG = 2**63 - 1  # the largest id or version a database column holds
+
+
+def _whole(low: int, high: int = _BIG) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``, else a usage error naming the range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            bound = f"at least {low}" if high == _BIG else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"expected a whole number {bound}, got {text!r}")
+        return value
+    return parse
+
+
+LIMIT_MAX = 100_000  # rows a listing prints at most in one run
 
 
 # ---------------------------------------------------------------------- secrets
@@ -101,9 +115,32 @@ def _read_secret(from_stdin: bool, what: str, *, required: bool) -> str | None:
 
 
 # ---------------------------------------------------------------------- output
+def _when(at: datetime) -> str:
+    """A stored (UTC) time as people read it: Europe/Oslo, with the offset (2026-12-01T23:45:00+01:00)."""
+    return at.astimezone(OSLO).isoformat(timespec="seconds")
+
+
+def _day(at: datetime) -> str:
+    """The Oslo date of a stored time."""
+    return at.astimezone(OSLO).date().isoformat()
+
+
+def _shown(value: Any) -> Any:
+    """Like `jsonable`, with every time in Europe/Oslo (the one policy: stored UTC, shown Oslo)."""
+    if isinstance(value, datetime):
+        return _when(value) if value.tzinfo else value.isoformat()
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _shown(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {k: _shown(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shown(v) for v in value]
+    return jsonable(value)
+
+
 def _emit(args: argparse.Namespace, value: Any, human: Callable[[], str]) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(jsonable(value), ensure_ascii=False, indent=2))
+        print(json.dumps(_shown(value), ensure_ascii=False, indent=2))
     else:
         text = human()
         if text:
@@ -128,7 +165,7 @@ def _patron_text(p: PatronView) -> str:
         ("Phone", p.phone or "-"),
         ("Home library", p.home_library_isil),
         ("Blocked", f"yes: {p.block_reason}" if p.blocked else "no"),
-        ("PIN", ("locked until " + p.pin_locked_until.isoformat(timespec="seconds")) if p.pin_locked_until
+        ("PIN", ("locked until " + _when(p.pin_locked_until)) if p.pin_locked_until
          else ("set" if p.has_pin else "not set")),
         ("Version", str(p.version)),
     ]
@@ -138,11 +175,11 @@ def _patron_text(p: PatronView) -> str:
         door = "no agreement"
         if a.door_agreement_at:
             door = "door REVOKED" if a.door_revoked_at else f"door agreement v{a.door_agreement_version}"
-        lines.append(f"  {a.library_isil}  {a.activated_at.date()}  {a.channel:8} rules v{a.rules_version}"
+        lines.append(f"  {a.library_isil}  {_day(a.activated_at)}  {a.channel:8} rules v{a.rules_version}"
                      f"{'  home' if a.home else ''}  {door}")
     if len(p.cards) > 1:
         lines.append("Cards:")
-        lines.extend(f"  {c.number}  {c.status:8} {c.library_isil}  {c.issued_at.date()}" for c in p.cards)
+        lines.extend(f"  {c.number}  {c.status:8} {c.library_isil}  {_day(c.issued_at)}" for c in p.cards)
     return "\n".join(lines)
 
 
@@ -152,13 +189,17 @@ def cmd_init(args: argparse.Namespace, config: Config) -> None:
     from gateway.register.errors import RegisterUnavailable
     from gateway.register.schema import initialise
 
-    _, created = KeyRing.load_or_create(config.keys_path)
-    if not args.json:
-        print(f"keys: {'created' if created else 'kept'} {config.keys_path}")
+    # The database first: a register that cannot be reached leaves no new keys file behind. An
+    # existing keys file is read (not changed) first, so a damaged one stops init before the schema.
+    if config.keys_path.exists():
+        KeyRing.load(config.keys_path)
     try:
         before, after = initialise(config.database_url, connect_timeout=config.database.connect_timeout)
     except RegisterUnavailable as exc:
         raise Failure(str(exc)) from None
+    _, created = KeyRing.load_or_create(config.keys_path)
+    if not args.json:
+        print(f"keys: {'created' if created else 'kept'} {config.keys_path}")
     if args.json:
         print(json.dumps({"keys_file": str(config.keys_path), "keys": "created" if created else "kept",
                           "schema_before": before, "schema": after}, indent=2))
@@ -256,7 +297,8 @@ def cmd_terminal_set_password(args: argparse.Namespace, register: Register) -> N
 
 
 def _permissions(text: str | None) -> list[str] | None:
-    return None if text is None else [p for p in text.split(",")]
+    """The --permissions list; the register refuses an empty one and names every unknown one."""
+    return None if text is None else text.split(",")
 
 
 def cmd_client_add(args: argparse.Namespace, register: Register) -> None:
@@ -319,13 +361,12 @@ def cmd_patron_find(args: argparse.Namespace, register: Register) -> None:
 
 
 def cmd_patron_update(args: argparse.Namespace, register: Register) -> None:
-    fields = {k: getattr(args, k) for k in ("surname", "given_name", "address_line1", "address_line2", "postal_code",
-                                            "city", "country", "email", "phone", "birth_date", "gender")}
-    if args.secret_address is not None:
-        fields["secret_address"] = args.secret_address == "on"
-    if all(v is None for v in fields.values()):
+    changes = {k: getattr(args, k) for k in ("surname", "given_name", "postal_code", "city", "country", "email",
+                                             "phone", "birth_date", "gender", "secret_address")}
+    changes.update(address_line1=args.address, address_line2=args.address2)
+    if all(v is None for v in changes.values()):
         raise UsageError("nothing to change: give at least one field, e.g. --email")
-    p = register.update_patron(OPERATOR, args.card, expected_version=args.expect_version, **fields)
+    p = register.update_patron(OPERATOR, args.card, expected_version=args.expect_version, **changes)
     _emit(args, p, lambda: f"{p.card} updated (version {p.version})")
 
 
@@ -380,23 +421,33 @@ def cmd_patron_export(args: argparse.Namespace, register: Register) -> None:
     print(json.dumps(register.export_patron(OPERATOR, args.card), ensure_ascii=False, indent=2))
 
 
+def _cut(more: int, hint: str) -> None:
+    """Say on stderr that a listing stopped before the end (stdout stays the rows, or the JSON)."""
+    if more > 0:
+        print(f"{more} more; {hint}", file=sys.stderr)
+
+
 def cmd_audit(args: argparse.Namespace, register: Register) -> None:
     rows = register.audit_events(args.card, limit=args.limit)
     _emit(args, rows, lambda: "\n".join(
-        f"{e.at.isoformat(timespec='seconds')}  {e.actor}  {e.library_isil or '-'}  {e.action}  "
+        f"{_when(e.at)}  {e.actor}  {e.library_isil or '-'}  {e.action}  "
         f"{e.card_number or '-'}  {e.outcome}{'  ' + e.detail if e.detail else ''}" for e in rows))
+    if len(rows) == args.limit:
+        _cut(register.count_audit_events(args.card) - len(rows),
+             f"use --limit to see older events (up to {LIMIT_MAX})")
 
 
 def cmd_changes(args: argparse.Namespace, register: Register) -> None:
     rows = register.changes(args.since, limit=args.limit)
     _emit(args, rows, lambda: "\n".join(
-        f"{c.id}  {c.at.isoformat(timespec='seconds')}  {c.card_number}  {c.kind}  {c.library_isil or '-'}"
-        for c in rows))
+        f"{c.id}  {_when(c.at)}  {c.card_number}  {c.kind}  {c.library_isil or '-'}" for c in rows))
+    if rows and len(rows) == args.limit:
+        _cut(register.count_changes(rows[-1].id), f"use --since {rows[-1].id} for the next ones (or a larger --limit)")
 
 
 def cmd_keys_rotate(args: argparse.Namespace, register: Register) -> None:
     new_id = register.keys.add_key()
-    print(f"new key {new_id} is active; re-encrypting national ids in batches of {args.batch_size} …")
+    print(f"new key {new_id} is active; re-encrypting national ids in batches of {args.batch_size} …", flush=True)
     done = register.reencrypt(args.batch_size)
     print(f"re-encrypted {done} national ids with key {new_id}")
 
@@ -426,162 +477,217 @@ def cmd_keys_status(args: argparse.Namespace, register: Register) -> None:
 
 
 # ---------------------------------------------------------------------- parser
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nlr-gateway")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the installed package's version, looked up only when asked (it costs ~30 ms)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"nlr {_version()}")
+        parser.exit()
+
+
+CONFIG_HELP = "YAML config (default: $NLR_CONFIG, else built-in defaults); before or after the command"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="nlr", description="The national library card register (NLR) and its gateway.")
-    parser.add_argument("--config", metavar="FILE", help="YAML config (default: $NLR_CONFIG, else built-in defaults)")
+    parser = _Parser(prog="nlr", description="The national library card register (NLR) and its gateway.",
+                     epilog="Times are stored in UTC and shown in Europe/Oslo time, with the offset.")
+    parser.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
+
+    def global_options(p: argparse.ArgumentParser) -> None:
+        # Also after the command (`nlr audit --config FILE`); SUPPRESS keeps one given before it.
+        p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP)
 
     def add(group: Any, name: str, func: Callable[..., Any], help_: str, *, json_: bool = False,
             register: bool = True) -> argparse.ArgumentParser:
         p = group.add_parser(name, help=help_, description=help_)
         p.set_defaults(func=func, needs_register=register, command_name=name)
+        global_options(p)
         if json_:
             p.add_argument("--json", action="store_true", help="print JSON")
         return p
 
     def subcommands(name: str, help_: str) -> Any:
-        return commands.add_parser(name, help=help_).add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser,
-                                                                    required=True)
+        p = commands.add_parser(name, help=help_, description=help_)
+        global_options(p)
+        return p.add_subparsers(dest="sub", metavar="COMMAND", parser_class=_Parser, required=True)
+
+    def card(p: argparse.ArgumentParser, what: str = "the patron's card number (any card they have had)") -> None:
+        p.add_argument("card", metavar="CARD", help=what)
+
+    def library_option(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--library", required=True, metavar="ISIL", help=what)
 
     add(commands, "init", cmd_init, "create or upgrade the schema; create the keys file", register=False, json_=True)
     add(commands, "serve", cmd_serve, "run the daemon in the foreground", register=False)
     add(commands, "demo", cmd_demo, "load the demo data set (idempotent; synthetic national ids)", json_=True)
 
+    isil_help = "the library's ISIL, e.g. NO-2030000 (NO- may be left out)"
     library = subcommands("library", "libraries")
     p = add(library, "add", cmd_library_add, "add a library", json_=True)
-    p.add_argument("isil", metavar="ISIL")
-    p.add_argument("--name", required=True)
-    p.add_argument("--door-min-age", type=_count, default=18, metavar="N",
-                   help="minimum age for meråpent door access (default 18)")
+    p.add_argument("isil", metavar="ISIL", help=isil_help)
+    p.add_argument("--name", required=True, help="the library's name")
+    p.add_argument("--door-min-age", type=_whole(0, 120), default=18, metavar="N",
+                   help="minimum age for meråpent door access, 0 to 120 (default 18)")
     p.add_argument("--self-activation", action="store_true",
                    help="patrons may activate their card at this library's kiosks")
     p.add_argument("--auto-activation", action="store_true", help="the first authenticated use activates the card")
-    p.add_argument("--rules-version", default="1", metavar="V")
+    p.add_argument("--rules-version", default="1", metavar="V", help="the version of the loan rules (default 1)")
     add(library, "list", cmd_library_list, "list libraries", json_=True)
     p = add(library, "set", cmd_library_set, "change a library's settings", json_=True)
-    p.add_argument("isil", metavar="ISIL")
-    p.add_argument("--name")
-    p.add_argument("--door-min-age", type=_count, metavar="N")
-    p.add_argument("--self-activation", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--auto-activation", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--rules-version", metavar="V")
-    p.add_argument("--door-agreement-version", metavar="V")
+    p.add_argument("isil", metavar="ISIL", help=isil_help)
+    p.add_argument("--name", help="the library's new name")
+    p.add_argument("--door-min-age", type=_whole(0, 120), metavar="N", help="minimum age for door access, 0 to 120")
+    p.add_argument("--self-activation", action=argparse.BooleanOptionalAction, default=None,
+                   help="whether patrons may activate their card at the library's kiosks")
+    p.add_argument("--auto-activation", action=argparse.BooleanOptionalAction, default=None,
+                   help="whether the first authenticated use activates the card")
+    p.add_argument("--rules-version", metavar="V", help="the version of the loan rules patrons accept")
+    p.add_argument("--door-agreement-version", metavar="V", help="the version of the meråpent agreement")
 
     series = subcommands("series", "card number series")
     p = add(series, "reserve", cmd_series_reserve, "reserve a series of card numbers for a library", json_=True)
-    p.add_argument("isil", metavar="ISIL")
+    p.add_argument("isil", metavar="ISIL", help=isil_help)
     how = p.add_mutually_exclusive_group(required=True)
-    how.add_argument("--count", type=_count, metavar="N", help="the next free N numbers")
-    how.add_argument("--first", metavar="CARD")
-    p.add_argument("--last", metavar="CARD")
+    how.add_argument("--count", type=_whole(1, 999_999_999), metavar="N", help="the next free N numbers (N ≥ 1)")
+    how.add_argument("--first", metavar="CARD", help="the first number of the series (with --last)")
+    p.add_argument("--last", metavar="CARD", help="the last number of the series (with --first)")
     p = add(series, "list", cmd_series_list, "list reserved series", json_=True)
-    p.add_argument("isil", metavar="ISIL", nargs="?")
+    p.add_argument("isil", metavar="ISIL", nargs="?", help="only this library's series (default: every library's)")
     add(series, "conflicts", cmd_series_conflicts, "card numbers in use outside their library's series", json_=True)
 
     terminal = subcommands("terminal", "SIP2 terminal accounts")
+    login_help = "the terminal's SIP2 login (CN)"
     p = add(terminal, "add", cmd_terminal_add, "add a SIP2 terminal account", json_=True)
-    p.add_argument("login", metavar="LOGIN")
-    p.add_argument("--library", required=True, metavar="ISIL")
-    p.add_argument("--profile", required=True, choices=("kiosk", "door", "ils"))
-    p.add_argument("--encoding", default="utf-8", choices=("utf-8", "cp850", "latin-1"))
-    p.add_argument("--terminator", default="CR", choices=("CR", "CRLF"))
-    p.add_argument("--allowed-networks", metavar="CIDR,…")
-    p.add_argument("--tls-only", action="store_true")
+    p.add_argument("login", metavar="LOGIN", help=login_help)
+    library_option(p, "the library the terminal stands in")
+    p.add_argument("--profile", required=True, choices=("kiosk", "door", "ils"),
+                   help="what the terminal may do: kiosk, door or ils")
+    p.add_argument("--encoding", default="utf-8", choices=("utf-8", "cp850", "latin-1"),
+                   help="the terminal's character set (default utf-8)")
+    p.add_argument("--terminator", default="CR", choices=("CR", "CRLF"), help="message terminator (default CR)")
+    p.add_argument("--allowed-networks", metavar="CIDR,…",
+                   help="addresses the terminal may log in from (default: any)")
+    p.add_argument("--tls-only", action="store_true", help="the terminal may log in only over TLS")
     p.add_argument("--no-pin-required", action="store_true", help="kiosk/ils: answer patron status without a PIN")
-    p.add_argument("--password-stdin", action="store_true")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     add(terminal, "list", cmd_terminal_list, "list terminals", json_=True)
     for name in ("disable", "enable"):
         p = add(terminal, name, cmd_terminal_toggle, f"{name} a terminal", json_=True)
-        p.add_argument("login", metavar="LOGIN")
+        p.add_argument("login", metavar="LOGIN", help=login_help)
     p = add(terminal, "set-password", cmd_terminal_set_password, "change a terminal's password")
-    p.add_argument("login", metavar="LOGIN")
-    p.add_argument("--password-stdin", action="store_true")
+    p.add_argument("login", metavar="LOGIN", help=login_help)
+    p.add_argument("--password-stdin", action="store_true", help="read the new password from standard input")
 
     client = subcommands("client", "NCIP API clients")
+    client_help = "the client's name"
     p = add(client, "add", cmd_client_add, "add an API client; prints its token on the last line", json_=True)
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--library", required=True, metavar="ISIL")
-    p.add_argument("--permissions", metavar="P,P,…", help=f"of {PERMISSIONS_HELP} (default lookup,create,update)")
+    p.add_argument("name", metavar="NAME", help=client_help)
+    library_option(p, "the library the client acts for")
+    p.add_argument("--permissions", metavar="P,P,…",
+                   help=f"at least one of {PERMISSIONS_HELP} (default lookup,create,update)")
     add(client, "list", cmd_client_list, "list API clients", json_=True)
     for name in ("disable", "enable"):
-        add(client, name, cmd_client_toggle, f"{name} a client", json_=True).add_argument("name", metavar="NAME")
+        add(client, name, cmd_client_toggle, f"{name} a client", json_=True).add_argument(
+            "name", metavar="NAME", help=client_help)
     p = add(client, "rotate-token", cmd_client_rotate, "give a client a new token", json_=True)
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help=client_help)
     p = add(client, "set-permissions", cmd_client_permissions, "replace a client's permissions", json_=True)
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--permissions", required=True, metavar="P,P,…")
+    p.add_argument("name", metavar="NAME", help=client_help)
+    p.add_argument("--permissions", required=True, metavar="P,P,…", help=f"at least one of {PERMISSIONS_HELP}")
+
+    def personal_data(p: argparse.ArgumentParser, *, update: bool) -> None:
+        """The options `patron add` and `patron update` share: the same names on both."""
+        clear = "; empty clears it" if update else ""
+        p.add_argument("--birth-date", type=_iso_date, metavar="YYYY-MM-DD", help="date of birth")
+        p.add_argument("--gender", type=str.upper, choices=("M", "F", "X", ""), metavar="M|F|X",
+                       help=f"M, F or X{'; empty clears it' if update else ' (default: none)'}")
+        p.add_argument("--address", metavar="LINE", help=f"first address line{clear}")
+        p.add_argument("--address2", metavar="LINE", help=f"second address line{clear}")
+        p.add_argument("--postal-code", metavar="P", help=f"postal code (four digits in Norway){clear}")
+        p.add_argument("--city", metavar="C", help=f"postal town{clear}")
+        p.add_argument("--country", metavar="CC", help=f"two-letter country code (default NO){clear}")
+        p.add_argument("--email", metavar="E", help=f"e-mail address{clear}")
+        p.add_argument("--phone", metavar="T", help=f"phone number{clear}")
+        p.add_argument("--secret-address", action=argparse.BooleanOptionalAction, default=None if update else False,
+                       help="the patron has a secret address (hemmelig adresse)"
+                            + ("" if update else " (default: not secret)"))
 
     patron = subcommands("patron", "patrons")
     p = add(patron, "add", cmd_patron_add, "register a patron; prints the card number", json_=True)
-    p.add_argument("--library", required=True, metavar="ISIL")
+    library_option(p, "the library registering the patron: their home library")
     p.add_argument("--card", metavar="CARD", help="a number from the library's series (default: the next free one)")
     p.add_argument("--national-id", required=True, metavar="ID",
                    help="fødselsnummer, D-nummer or DUF-nummer; - reads it from stdin")
-    p.add_argument("--surname", required=True)
-    p.add_argument("--given-name", required=True)
-    p.add_argument("--birth-date", type=_iso_date, metavar="YYYY-MM-DD")
-    p.add_argument("--gender")
-    p.add_argument("--address", metavar="LINE")
-    p.add_argument("--address2", metavar="LINE")
-    p.add_argument("--postal-code", metavar="P")
-    p.add_argument("--city", metavar="C")
-    p.add_argument("--country", metavar="CC")
-    p.add_argument("--email", metavar="E")
-    p.add_argument("--phone", metavar="T")
-    p.add_argument("--secret-address", action="store_true")
-    p.add_argument("--pin-stdin", action="store_true")
+    p.add_argument("--surname", required=True, help="family name")
+    p.add_argument("--given-name", required=True, help="given name(s)")
+    personal_data(p, update=False)
+    p.add_argument("--pin-stdin", action="store_true", help="read the patron's PIN from standard input")
     p = add(patron, "show", cmd_patron_show, "show a patron (national id masked)", json_=True)
-    p.add_argument("card", metavar="CARD")
+    card(p)
     add(patron, "find", cmd_patron_find, "find a patron by national id, read from stdin", json_=True)
     p = add(patron, "update", cmd_patron_update, "change a patron's personal data", json_=True)
-    p.add_argument("card", metavar="CARD")
-    for opt in ("surname", "given-name", "address-line1", "address-line2", "postal-code", "city", "country", "email",
-                "phone", "gender"):
-        p.add_argument(f"--{opt}", dest=opt.replace("-", "_"))
-    p.add_argument("--birth-date", type=_iso_date, metavar="YYYY-MM-DD")
-    p.add_argument("--secret-address", choices=("on", "off"))
-    p.add_argument("--expect-version", type=_count, metavar="N", help="refuse if the patron changed since version N")
+    card(p)
+    p.add_argument("--surname", help="family name")
+    p.add_argument("--given-name", help="given name(s)")
+    personal_data(p, update=True)
+    p.add_argument("--expect-version", type=_whole(1), metavar="N", help="refuse if the patron changed since version N")
     p = add(patron, "set-pin", cmd_patron_set_pin, "set a patron's PIN")
-    p.add_argument("card", metavar="CARD")
-    p.add_argument("--pin-stdin", action="store_true")
+    card(p)
+    p.add_argument("--pin-stdin", action="store_true", help="read the new PIN from standard input")
     p = add(patron, "activate", cmd_patron_activate, "activate the card at a library (idempotent)", json_=True)
-    p.add_argument("card", metavar="CARD")
-    p.add_argument("--library", required=True, metavar="ISIL")
+    card(p)
+    library_option(p, "the library to activate the card at")
     p.add_argument("--door-agreement", action="store_true", help="also record the signed meråpent agreement")
     for name in ("revoke-door", "restore-door"):
         p = add(patron, name, cmd_patron_door, f"{name.split('-')[0]} the patron's door access at a library",
                 json_=True)
-        p.add_argument("card", metavar="CARD")
-        p.add_argument("--library", required=True, metavar="ISIL")
+        card(p)
+        library_option(p, "the library whose door it is")
     p = add(patron, "set-home", cmd_patron_set_home, "change the patron's home library", json_=True)
-    p.add_argument("card", metavar="CARD")
-    p.add_argument("--library", required=True, metavar="ISIL")
+    card(p)
+    library_option(p, "the new home library")
     p = add(patron, "block", cmd_patron_block, "block a patron", json_=True)
-    p.add_argument("card", metavar="CARD")
-    p.add_argument("--reason", required=True, metavar="TEXT")
-    add(patron, "unblock", cmd_patron_unblock, "unblock a patron", json_=True).add_argument("card", metavar="CARD")
-    p = add(patron, "report-lost", cmd_patron_report_lost, "report a card lost", json_=True)
-    p.add_argument("card", metavar="CARD")
+    card(p)
+    p.add_argument("--reason", required=True, metavar="TEXT", help="why (shown to staff)")
+    card(add(patron, "unblock", cmd_patron_unblock, "unblock a patron", json_=True))
+    card(add(patron, "report-lost", cmd_patron_report_lost, "report a card lost", json_=True), "the lost card")
     p = add(patron, "replace-card", cmd_patron_replace_card, "give the patron a new card number; prints it", json_=True)
-    p.add_argument("card", metavar="CARD")
-    p.add_argument("--new-card", metavar="CARD")
-    add(patron, "delete", cmd_patron_delete, "erase the patron's personal data").add_argument("card", metavar="CARD")
-    p = add(patron, "export", cmd_patron_export, "everything held about the patron, as JSON")
-    p.add_argument("card", metavar="CARD")
+    card(p, "the card to replace")
+    p.add_argument("--new-card", metavar="CARD", help="the new number (default: the next free one of the series)")
+    card(add(patron, "delete", cmd_patron_delete, "erase the patron's personal data"))
+    card(add(patron, "export", cmd_patron_export, "everything held about the patron, as JSON"))
 
-    p = add(commands, "audit", cmd_audit, "the audit trail, of one patron or of everything", json_=True)
-    p.add_argument("card", metavar="CARD", nargs="?")
-    p.add_argument("--limit", type=_count, default=100)
-    p = add(commands, "changes", cmd_changes, "the feed of patron changes", json_=True)
-    p.add_argument("--since", type=_count, default=0, metavar="ID")
-    p.add_argument("--limit", type=_count, default=1000)
+    p = add(commands, "audit", cmd_audit, "the audit trail, of one patron or of everything; newest last", json_=True)
+    p.add_argument("card", metavar="CARD", nargs="?", help="only this patron's events (any card they have had)")
+    p.add_argument("--limit", type=_whole(1, LIMIT_MAX), default=100, metavar="N",
+                   help=f"the newest N events, 1 to {LIMIT_MAX} (default 100)")
+    p = add(commands, "changes", cmd_changes, "the feed of patron changes, oldest first", json_=True)
+    p.add_argument("--since", type=_whole(0), default=0, metavar="ID", help="changes after this id (default 0: all)")
+    p.add_argument("--limit", type=_whole(1, LIMIT_MAX), default=1000, metavar="N",
+                   help=f"at most N changes, 1 to {LIMIT_MAX} (default 1000)")
 
     keys = subcommands("keys", "encryption keys")
+    batch_help = "national ids per transaction, 1 to 10000 (default 500)"
     p = add(keys, "rotate", cmd_keys_rotate, "add a new key and re-encrypt national ids with it")
-    p.add_argument("--batch-size", type=_count, default=500)
+    p.add_argument("--batch-size", type=_whole(1, 10_000), default=500, metavar="N", help=batch_help)
     p = add(keys, "reencrypt", cmd_keys_reencrypt, "re-encrypt national ids still sealed with an older key")
-    p.add_argument("--batch-size", type=_count, default=500)
+    p.add_argument("--batch-size", type=_whole(1, 10_000), default=500, metavar="N", help=batch_help)
     add(keys, "status", cmd_keys_status, "which keys seal how many national ids", json_=True)
     return parser
 
