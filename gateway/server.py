@@ -25,7 +25,7 @@ from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
 from gateway.blocking import RegisterCalls
 from gateway.config import Config
-from gateway.endpoints import check_config
+from gateway.endpoints import check_config, fit_descriptor_limit
 from gateway.runtime import Failure, open_configured_register
 
 if TYPE_CHECKING:
@@ -88,13 +88,20 @@ def build_service(config: Config, register: Register, reactor: Any,
 
     if parsed is None:
         parsed = check_config(config, reactor)
+    config = fit_descriptor_limit(config)  # caps that fit RLIMIT_NOFILE: raised, or lowered with a warning
     top = MultiService()
-    calls = RegisterCalls(reactor, timeout=REGISTER_TIMEOUT_SECONDS)
+    # one pool for every adapter; it takes the gateway offline when the register hangs (gateway.blocking)
+    calls = RegisterCalls(reactor, timeout=REGISTER_TIMEOUT_SECONDS, probe=register.ping,
+                          lock_waits=register.store.lock_waits)
     top.calls = calls  # type: ignore[attr-defined]  # shutdown waits for its calls
+    http = config.http
     site = build_site(register, reactor, calls=calls, health_timeout=float(config.database.connect_timeout),
-                      max_body_bytes=config.http.max_body_bytes)
+                      max_body_bytes=http.max_body_bytes, header_timeout=http.header_timeout,
+                      body_timeout=http.body_timeout, idle_timeout=http.idle_timeout,
+                      max_connections=http.max_connections, max_connections_per_source=http.max_connections_per_source)
     top.site = site  # type: ignore[attr-defined]  # shutdown waits for its requests
     sip2_factory = SIP2Factory(register, reactor, config.sip2, calls=calls)
+    calls.listeners.append(sip2_factory.set_online)  # 98 says "offline" as soon as the pool does
     for kind, factory in (("http", site), ("sip2", sip2_factory)):
         for description, endpoint in parsed[kind]:
             listener = Listener(endpoint, factory)

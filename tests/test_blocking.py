@@ -98,3 +98,57 @@ async def test_many_callers_at_once_are_all_answered(max_jobs):
     assert await defer.gatherResults(ds) == [i * i for i in range(500)]
     assert max(sizes) == 16 and sum(sizes) == 500  # together, but never more than max_batch at once
     assert calls.jobs == 0 and calls.in_flight == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hung_register_takes_the_pool_offline_and_a_probe_brings_it_back():
+    """No answer for ``offline_after`` s: every caller is answered RegisterUnavailable at once, new
+    calls too; the caller under way commits nothing (its caller was answered); a probe that
+    succeeds brings the pool back online."""
+    from gateway.register.errors import RegisterUnavailable
+    from gateway.register.store import check_deadline
+
+    hung, healthy = threading.Event(), threading.Event()
+    committed: list[int] = []
+    states: list[bool] = []
+
+    def stuck(x: int) -> int:
+        hung.wait(10)
+        check_deadline()  # what the register does just before a commit
+        committed.append(x)
+        return x
+
+    def probe() -> None:
+        if not healthy.is_set():
+            raise OSError("still hung")
+
+    calls = RegisterCalls(reactor, timeout=5, offline_after=0.4, probe=probe)
+    calls.listeners.append(states.append)
+    running = _settle(calls.call(stuck, 1))
+    queued = _settle(calls.call(stuck, 2))
+    started = reactor.seconds()
+    assert await running == ("error", RegisterUnavailable)
+    assert await queued == ("error", RegisterUnavailable)
+    assert reactor.seconds() - started < 2 and not calls.online and states == [False]
+    assert await _settle(calls.call(lambda: 3)) == ("error", RegisterUnavailable)  # at once, never run
+    hung.set()
+    healthy.set()
+    for _ in range(100):
+        if calls.online:
+            break
+        await task.deferLater(reactor, 0.05, lambda: None)
+    assert calls.online and states == [False, True]
+    assert await _settle(calls.call(lambda: 4)) == ("ok", 4)
+    assert committed == []  # the hung call's caller was answered: it never commits
+
+
+@pytest_twisted.ensureDeferred
+async def test_waiting_for_the_sqlite_write_lock_is_not_hanging():
+    waits = [1]
+    release = threading.Event()
+    calls = RegisterCalls(reactor, timeout=5, offline_after=0.3, lock_waits=lambda: waits[0])
+    d = _settle(calls.call(lambda: release.wait(10) and "done"))
+    await task.deferLater(reactor, 1.0, lambda: None)
+    assert calls.online  # a second in the lock queue is a busy register, not a hung one
+    release.set()
+    assert await d == ("ok", "done")

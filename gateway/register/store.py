@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -33,20 +32,22 @@ _deadlines = threading.local()
 
 
 @contextmanager
-def deadline(at: float | None) -> Iterator[None]:
-    """Run the block's register work under a deadline (``time.monotonic()``; None: none)."""
-    before = getattr(_deadlines, "at", None)
-    _deadlines.at = at
+def deadline(at: float | None, cancelled: Callable[[], bool] | None = None) -> Iterator[None]:
+    """Run the block's register work under a deadline (``time.monotonic()``; None: none), and
+    ``cancelled``: whether the caller has been answered already (then nothing may commit either)."""
+    before = getattr(_deadlines, "at", None), getattr(_deadlines, "cancelled", None)
+    _deadlines.at, _deadlines.cancelled = at, cancelled
     try:
         yield
     finally:
-        _deadlines.at = before
+        _deadlines.at, _deadlines.cancelled = before
 
 
 def check_deadline() -> None:
-    """Raise RegisterUnavailable when this thread's deadline has passed."""
+    """Raise RegisterUnavailable when this thread's deadline has passed or its caller gave up."""
     at = getattr(_deadlines, "at", None)
-    if at is not None and time.monotonic() > at:
+    cancelled = getattr(_deadlines, "cancelled", None)
+    if (at is not None and time.monotonic() > at) or (cancelled is not None and cancelled()):
         raise RegisterUnavailable(_LATE)
 
 
@@ -69,12 +70,41 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
+        self.sqlite = engine.dialect.name == "sqlite"
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         # SQLite lets one writer in at a time, and makes the others poll with growing sleeps (up to
         # 100 ms each). Threads of this process queue on a lock instead and are handed the database
         # at once; other processes still meet SQLite's busy timeout.
-        self._writer: AbstractContextManager[Any] = (
-            threading.RLock() if engine.dialect.name == "sqlite" else nullcontext())
+        self._writer = threading.RLock()
+        self._waiting = 0  # threads now waiting for SQLite's write lock (ours or another process's)
+        self._waiting_guard = threading.Lock()
+
+    def lock_waits(self) -> int:
+        """How many register calls are waiting for SQLite's write lock just now (0 on PostgreSQL):
+        such a wait is not a hung register, within SQLite's own timeout."""
+        return self._waiting
+
+    @contextmanager
+    def _waiting_for_lock(self) -> Iterator[None]:
+        with self._waiting_guard:
+            self._waiting += 1
+        try:
+            yield
+        finally:
+            with self._waiting_guard:
+                self._waiting -= 1
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        if not self.sqlite:
+            yield
+            return
+        with self._waiting_for_lock():
+            self._writer.acquire()
+        try:
+            yield
+        finally:
+            self._writer.release()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -82,7 +112,10 @@ class Store:
         has passed by then (then rolled back: RegisterUnavailable)."""
         with unavailable_on_trouble():
             try:
-                with self._writer, self._sessions.begin() as session:
+                with self._write_lock(), self._sessions.begin() as session:
+                    if self.sqlite:
+                        with self._waiting_for_lock():
+                            session.connection()  # BEGIN IMMEDIATE: waits for other processes' writers
                     yield session
                     check_deadline()
             except StaleDataError:
@@ -92,7 +125,9 @@ class Store:
     @contextmanager
     def core(self) -> Iterator[Connection]:
         """One transaction on a plain connection, for the batch paths that need no ORM session."""
-        with unavailable_on_trouble(), self._writer, self.engine.begin() as conn:
+        with unavailable_on_trouble(), self._write_lock(), ExitStack() as stack:
+            with self._waiting_for_lock() if self.sqlite else nullcontext():
+                conn = stack.enter_context(self.engine.begin())  # BEGIN IMMEDIATE on SQLite
             yield conn
             check_deadline()
 
