@@ -7,11 +7,14 @@ included. The reactor thread never waits; no stack trace ever reaches a client.
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
+import binascii
+import logging
+import time
 import urllib.parse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -22,6 +25,9 @@ from gateway.ncip.responder import Answer, Responder
 from gateway.register import Register
 from protocols import ncip
 from protocols.ncip import schemes as s
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 log = Logger(namespace="nlr.ncip")
 
@@ -37,23 +43,116 @@ def _bearer(request: server.Request) -> str | None:
     return token.strip().decode("latin-1")
 
 
+class _FormDone(Exception):
+    """The field was found, or the form is refused: stop parsing."""
+
+
+# The form cap: a real NCIP 1 client sends one field (``xml``), at most a few besides. Together with
+# the body cap these bound the parser's work to well under a millisecond of CPU on the reactor
+# thread (tests/test_http_hardening.py measures it); the CPU-time check is the backstop.
+MAX_FORM_PARTS = 16
+MAX_FORM_FIELDS = 64
+FORM_CPU_SECONDS = 0.05
+_FORM_SLICE = 8192
+# python-multipart logs every malformed body as a warning through the stdlib logging; a hostile body
+# is a client's mistake, answered with a Problem, not one stderr line per request.
+_QUIET = logging.getLogger("nlr.ncip.forms")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+
+def _multipart_field(body: bytes, boundary: bytes, name: bytes) -> bytes | None:
+    """The first value of field ``name`` in a multipart/form-data body, or None (no such field, a
+    malformed body, more than `MAX_FORM_PARTS` parts before it, or over the CPU budget).
+
+    python-multipart is a streaming state machine: it never recurses, so a part that is itself
+    multipart (nested 5,000 deep) is only data here, and its cost grows with the bytes, not the depth.
+    """
+    found: list[bytes] = []
+    parts = 0
+    header_field, header_value = bytearray(), bytearray()
+    headers: dict[bytes, bytes] = {}
+    data: bytearray | None = None
+
+    def part_begin() -> None:
+        nonlocal parts, data
+        parts += 1
+        if parts > MAX_FORM_PARTS:
+            raise _FormDone
+        headers.clear()
+        data = None
+
+    def header_end() -> None:
+        headers.setdefault(bytes(header_field).strip().lower(), bytes(header_value).strip())
+        header_field.clear()
+        header_value.clear()
+
+    def headers_finished() -> None:
+        nonlocal data
+        disposition, params = parse_options_header(headers.get(b"content-disposition", b""))
+        if disposition == b"form-data" and params.get(b"name") == name:
+            data = bytearray()
+
+    def part_data(chunk: bytes, start: int, end: int) -> None:
+        if data is not None:
+            data.extend(chunk[start:end])
+
+    def part_end() -> None:
+        if data is None:
+            return
+        encoding = headers.get(b"content-transfer-encoding", b"").lower()
+        try:
+            if encoding == b"base64":
+                found.append(binascii.a2b_base64(bytes(data)))
+            elif encoding == b"quoted-printable":
+                found.append(binascii.a2b_qp(bytes(data)))
+            else:
+                found.append(bytes(data))
+        except (binascii.Error, ValueError):
+            pass
+        raise _FormDone
+
+    callbacks: MultipartCallbacks = {
+        "on_part_begin": part_begin, "on_part_data": part_data, "on_part_end": part_end,
+        "on_header_field": lambda chunk, start, end: header_field.extend(chunk[start:end]),
+        "on_header_value": lambda chunk, start, end: header_value.extend(chunk[start:end]),
+        "on_header_end": header_end, "on_headers_finished": headers_finished,
+    }
+    started = time.thread_time()
+    try:
+        parser = MultipartParser(boundary, callbacks, max_size=len(body))
+        parser.logger = _QUIET
+        view = memoryview(body)
+        for at in range(0, len(body), _FORM_SLICE):
+            parser.write(bytes(view[at:at + _FORM_SLICE]))
+            if time.thread_time() - started > FORM_CPU_SECONDS:
+                log.warn("NCIP form not parsed: over its CPU budget of {s} s", s=FORM_CPU_SECONDS)
+                return None
+        parser.finalize()
+    except _FormDone:
+        pass
+    except (FormParserError, ValueError):  # MultipartParseError is a FormParserError
+        return None
+    return found[0] if found else None
+
+
 def _form_field(body: bytes, content_type: bytes, name: bytes) -> bytes | None:
     """The first value of field ``name`` in a form body (urlencoded or multipart/form-data), as old
-    NCIP 1 clients send the XML. The site does not parse forms itself (``parsePOSTFormSubmission``
-    off): working out every request's Content-Type with the email package cost more than answering
-    it, and only these few clients need it."""
-    media_type = content_type.split(b";", 1)[0].strip().lower()
+    NCIP 1 clients send the XML; None when there is none or the form cannot be read (the caller then
+    answers the body itself, which is no NCIP message: a syntax Problem). The site does not parse
+    forms itself (``parsePOSTFormSubmission`` off): twisted.web would do it with the email package,
+    which recurses into nested parts and costs seconds on a hostile body; only these few clients need
+    it, and they get the bounded parsers here."""
+    media_type, params = parse_options_header(content_type)
     if media_type == b"application/x-www-form-urlencoded":
-        values = urllib.parse.parse_qs(body, keep_blank_values=True).get(name)
-        return values[0] if values else None
+        try:
+            pairs = urllib.parse.parse_qsl(body, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        except ValueError:  # more fields than that
+            return None
+        return next((value for key, value in pairs if key == name), None)
     if media_type == b"multipart/form-data":
-        form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            b"MIME-Version: 1.0\r\nContent-Type: " + content_type + b"\r\n\r\n" + body)
-        if form.is_multipart():
-            for part in form.iter_parts():
-                if part.get_param("name", header="content-disposition") == name.decode():
-                    payload = part.get_payload(decode=True)  # bytes for a leaf part
-                    return payload if isinstance(payload, bytes) else None
+        boundary = params.get(b"boundary")
+        return _multipart_field(body, boundary, name) if boundary else None
     return None
 
 
@@ -73,6 +172,9 @@ def _where(failure: Failure) -> str:
 
 class NCIPResource(resource.Resource):
     isLeaf = True
+    # A body the site refused before it arrived (over the cap) is answered here with the NCIP Problem
+    # "larger than N bytes" (HTTP 200, as every NCIP answer), not with the site's 413.
+    answers_too_large = True
 
     def __init__(self, register: Register, reactor: Any, *, max_body_bytes: int = ncip.MAX_SIZE,
                  calls: RegisterCalls | None = None, register_timeout: float = 8.0) -> None:
@@ -119,6 +221,8 @@ class NCIPResource(resource.Resource):
 
     def _message(self, request: server.Request) -> bytes | None:
         """The XML: the body, or the form field ``xml``; None when larger than the cap."""
+        if getattr(request, "body_too_large", False):  # refused by the site's channel (gateway.web.site)
+            return None
         declared = request.getHeader(b"content-length")
         if declared and declared.strip().isdigit() and int(declared) > self.max_body_bytes:
             return None

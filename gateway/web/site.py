@@ -8,13 +8,16 @@ pool. Request bodies are kept in memory only up to the cap (+1 byte).
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import defer
+from twisted.internet import defer, protocol
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
-from twisted.web import pages, resource, server
+from twisted.python.failure import Failure
+from twisted.web import http, pages, resource, server
 
 from gateway.blocking import RegisterCalls
 from gateway.ncip import NCIPResource
@@ -96,7 +99,14 @@ class Health(resource.Resource):
 
 
 class Root(resource.Resource):
-    """``/``: the site's children; any other path is a 404."""
+    """``/``: the site's children; any other path is a 404. A request whose body was refused as too
+    large (`HardenedChannel`) gets 413 from every child but ``/ncip``, which answers its Problem."""
+
+    def getChildWithDefault(self, path: bytes, request: server.Request) -> resource.IResource:
+        child = super().getChildWithDefault(path, request)
+        if getattr(request, "body_too_large", False) and not getattr(child, "answers_too_large", False):
+            return pages.errorPage(413, "Request Entity Too Large", "The request body is larger than this site takes.")
+        return child
 
     def getChild(self, path: bytes, request: server.Request) -> resource.IResource:
         return pages.notFound()
@@ -120,25 +130,258 @@ class CappedBody(io.BytesIO):
 
 
 class TrackedRequest(server.Request):
-    """A request its site counts while it is in flight."""
+    """A request its site counts while it is in flight.
+
+    ``body_too_large`` is set when the channel refused the body before it arrived (a declared length
+    or a chunk over the cap): the request is answered at once, without its body, and the connection
+    closes after the answer. ``body_received`` counts the body's bytes as they arrive."""
+
+    body_too_large = False
+    body_received = 0
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self.body_received += len(data)
+        super().handleContentChunk(data)
 
     def process(self) -> None:
         site: TrackingSite = self.channel.site  # type: ignore[attr-defined]  # as Request.process reads it
         site.in_flight += 1
         self.notifyFinish().addBoth(site.request_done)
+        if self.path == b"*":  # `OPTIONS *` (or any method on `*`): nothing here answers for the server
+            self.setResponseCode(400)
+            self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            self.setHeader(b"connection", b"close")
+            self.channel.persistent = False
+            self.write(b"Bad Request: the request target * is not served here\n")
+            self.finish()
+            return
         super().process()
 
 
+class _Tally:
+    """Counts an event and logs it at most once per ``every`` seconds, with the count since the last
+    line: an attacker opening 20,000 connections costs a few log lines, not 20,000."""
+
+    def __init__(self, what: str, every: float = 10.0) -> None:
+        self.what, self.every = what, every
+        self.count = 0
+        self._last = -every
+
+    def note(self, **fields: Any) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            log.warn("HTTP: {n} {what} in the last {s:.0f} s (last from {source})", n=self.count, what=self.what,
+                     s=min(now - self._last, self.every), **fields)
+            self.count, self._last = 0, now
+
+
+def source_key(addr: Any) -> str:
+    """The address a connection counts against for the per-source cap: the IPv4 address, or the
+    IPv6 /64 (one site's hosts share a /64, and one host can have any address in it). IPv4-mapped
+    IPv6 counts as the IPv4 address; a UNIX socket as one source."""
+    host = getattr(addr, "host", None)
+    if not isinstance(host, str):
+        return "local"
+    try:
+        ip = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+class _Refused(protocol.Protocol):
+    """The protocol of a connection over a cap: closed as soon as it is made (under TLS too, where
+    a wrapping factory cannot be handed None)."""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.abortConnection()  # type: ignore[attr-defined]  # ITCPTransport
+
+
+class HardenedChannel(http.HTTPChannel):
+    """An HTTP/1.1 channel with deadlines that trickling bytes cannot stretch.
+
+    Phases: *headers* (from the connection's first moment, or a keep-alive request's first byte,
+    until the blank line): ``header_timeout``; *body* (until the last byte of the body):
+    ``body_timeout``; answering: the register's own timeout; idle between keep-alive requests:
+    ``timeOut`` (Twisted's idle timeout, which every byte restarts, ``http.idle_timeout``). A
+    deadline that passes answers 408 and closes. A declared Content-Length, a chunk size, or a body
+    so far over ``max_body_bytes`` is refused as soon as it is seen: the request is answered without
+    its body (`TrackedRequest.body_too_large`) and the connection closes.
+
+    The limits are class attributes; the site sets them on every channel from the config.
+    """
+
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_body_bytes: int = 256 * 1024
+    source: str = ""
+    LINGER_IDLE_SECONDS = 2.0
+    LINGER_SECONDS = 10.0
+    _deadline: Any = None  # IDelayedCall while a deadline runs
+    _refused = False  # a body was refused as too large: the connection closes after the answer
+    _lingering: Any = None  # IDelayedCall: the close, while the rest of that body is dropped
+    _linger_deadline: Any = None
+    _linger_over = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._arm(self.header_timeout, "headers")
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._lingering is not None:  # the rest of a body refused: dropped unread
+            self._lingering.reset(self.LINGER_IDLE_SECONDS)
+            return
+        if self._deadline is None and not self._handlingRequest:  # a keep-alive request's first byte
+            self._arm(self.header_timeout, "headers")
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._disarm()
+        request = self.requests[-1]
+        too_large = self.length is not None and self.length > self.max_body_bytes
+        if too_large:
+            request.requestHeaders.removeHeader(b"expect")  # no "100 Continue" for a body refused
+        super().allHeadersReceived()
+        if too_large:
+            self._refuse_body(request)
+            self.length = 0  # lineReceived now calls allContentReceived: answered without the body
+        elif self.length != 0:
+            self._arm(self.body_timeout, "body")
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._lingering is not None:  # the rest of a chunk dataReceived was handed (LineReceiver's loop)
+            return
+        super().rawDataReceived(data)
+        if self._handlingRequest or not self.requests or getattr(self.transport, "disconnecting", False):
+            return
+        request = self.requests[-1]
+        decoder = self._transferDecoder
+        pending = decoder.length if isinstance(decoder, http._ChunkedTransferDecoder) and decoder.state == "BODY" \
+            else 0
+        if getattr(request, "body_received", 0) + (pending or 0) > self.max_body_bytes:
+            self._refuse_body(request)
+            self.allContentReceived()
+
+    def allContentReceived(self) -> None:
+        self._disarm()
+        super().allContentReceived()
+
+    def loseConnection(self) -> None:
+        """Close; after a body refused as too large, first drop what the client still sends for up
+        to `LINGER_IDLE_SECONDS` of quiet (`LINGER_SECONDS` in all). A client that writes its whole
+        body before it reads (curl, Python's http.client) then reads the answer, where an immediate
+        close with unread bytes would reset the connection and lose the answer on its way."""
+        if not self._refused or self._lingering is not None or self._linger_over:
+            super().loseConnection()
+            return
+        self._lingering = self.callLater(self.LINGER_IDLE_SECONDS, self._stop_lingering)
+        self._linger_deadline = self.callLater(self.LINGER_SECONDS, self._stop_lingering)
+        self._networkProducer.resumeProducing()  # Twisted pauses reading while a request is answered
+
+    def _stop_lingering(self) -> None:
+        for call in (self._lingering, self._linger_deadline):
+            if call is not None and call.active():
+                call.cancel()
+        self._lingering = self._linger_deadline = None
+        self._linger_over = True
+        self.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._disarm()
+        for call in (self._lingering, self._linger_deadline):
+            if call is not None and call.active():
+                call.cancel()
+        super().connectionLost(reason)
+        site = getattr(self, "site", None)
+        if isinstance(site, TrackingSite):
+            site.connection_closed(self)
+
+    def _refuse_body(self, request: Any) -> None:
+        self._disarm()
+        request.body_too_large = True
+        self._refused = True
+        request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+        self.persistent = False
+        site = getattr(self, "site", None)
+        if isinstance(site, TrackingSite):
+            site.too_large.note(source=self.source)
+
+    def _arm(self, seconds: float, phase: str) -> None:
+        self._disarm()
+        self._deadline = self.callLater(seconds, lambda: self._expired(phase))
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self, phase: str) -> None:
+        self._deadline = None
+        site = getattr(self, "site", None)
+        if isinstance(site, TrackingSite):
+            site.expired.note(source=self.source)
+        assert self.transport is not None
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        # Twisted's idle timeout does the same: close, and abort if the peer does not read the close.
+        if self.abortTimeout is not None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.loseConnection()
+
+
 class TrackingSite(server.Site):
-    """A Site that counts requests in flight, so shutdown can wait for them, and keeps request
-    bodies only up to ``max_body_bytes`` (+1)."""
+    """A Site that counts requests in flight, so shutdown can wait for them; keeps request bodies
+    only up to ``max_body_bytes`` (+1); and caps its open connections, in total and per source
+    address (`source_key`): beyond a cap a new connection is closed at once. The caps count this
+    process's connections only."""
 
     requestFactory = TrackedRequest
+    protocol = HardenedChannel  # type: ignore[assignment]  # HTTP/1.1 only: no h2 is offered
+
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 1000
+    max_connections_per_source: int = 200
 
     def __init__(self, root: resource.Resource, *, max_body_bytes: int = 256 * 1024, **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
         self.in_flight = 0
         self.max_body_bytes = max_body_bytes
+        self.open_connections = 0
+        self.per_source: dict[str, int] = {}
+        self.refused = _Tally("connections refused over the connection caps")
+        self.expired = _Tally("connections closed: headers or body not complete in time")
+        self.too_large = _Tally("request bodies refused as larger than the cap")
+
+    def buildProtocol(self, addr: Any) -> Any:
+        source = source_key(addr)
+        if self.open_connections >= self.max_connections or \
+                self.per_source.get(source, 0) >= self.max_connections_per_source:
+            self.refused.note(source=source)
+            return _Refused()
+        channel = super().buildProtocol(addr)
+        channel.header_timeout = self.header_timeout
+        channel.body_timeout = self.body_timeout
+        channel.max_body_bytes = self.max_body_bytes
+        channel.source = source
+        self.open_connections += 1
+        self.per_source[source] = self.per_source.get(source, 0) + 1
+        return channel
+
+    def connection_closed(self, channel: HardenedChannel) -> None:
+        """A channel this site built has lost its connection."""
+        self.open_connections -= 1
+        left = self.per_source.get(channel.source, 0) - 1
+        if left > 0:
+            self.per_source[channel.source] = left
+        else:
+            self.per_source.pop(channel.source, None)
 
     def request_done(self, result: Any) -> None:
         """A request finished, or its client hung up first."""
@@ -149,9 +392,13 @@ class TrackingSite(server.Site):
 
 
 def build_site(register: Register, reactor: Any, *, calls: RegisterCalls | None = None, health_timeout: float = 5.0,
-               max_body_bytes: int = 256 * 1024) -> TrackingSite:
+               max_body_bytes: int = 256 * 1024, header_timeout: float = TrackingSite.header_timeout,
+               body_timeout: float = TrackingSite.body_timeout, idle_timeout: float = 60.0,
+               max_connections: int = TrackingSite.max_connections,
+               max_connections_per_source: int = TrackingSite.max_connections_per_source) -> TrackingSite:
     """The HTTP site over ``register``. ``calls`` is the daemon's pool of register calls; without
-    one (tests, benchmarks) the site gets a pool of its own."""
+    one (tests, benchmarks) the site gets a pool of its own. The limits are the ``http:`` keys of
+    the config (seconds, bytes, connections)."""
     if calls is None:
         calls = RegisterCalls(reactor)
     root = Root()
@@ -160,6 +407,9 @@ def build_site(register: Register, reactor: Any, *, calls: RegisterCalls | None 
     # twisted.web would parse every POST's Content-Type (with the email package) to fill request.args
     # from forms; /ncip reads its few form posts itself, and so must any page added here that takes
     # a form (request.args holds only the query string).
-    site = TrackingSite(root, max_body_bytes=max_body_bytes, parsePOSTFormSubmission=False)
+    site = TrackingSite(root, max_body_bytes=max_body_bytes, parsePOSTFormSubmission=False, timeout=idle_timeout,
+                        reactor=reactor)
+    site.header_timeout, site.body_timeout = header_timeout, body_timeout
+    site.max_connections, site.max_connections_per_source = max_connections, max_connections_per_source
     site.displayTracebacks = False
     return site
