@@ -8,7 +8,6 @@ pool. Request bodies are kept in memory only up to the cap (+1 byte).
 from __future__ import annotations
 
 import io
-import ipaddress
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, pages, resource, server
 
 from gateway.blocking import RegisterCalls
+from gateway.endpoints import source_group
 from gateway.ncip import NCIPResource
 
 if TYPE_CHECKING:
@@ -177,21 +177,10 @@ class _Tally:
 
 
 def source_key(addr: Any) -> str:
-    """The address a connection counts against for the per-source cap: the IPv4 address, or the
-    IPv6 /64 (one site's hosts share a /64, and one host can have any address in it). IPv4-mapped
-    IPv6 counts as the IPv4 address; a UNIX socket as one source."""
+    """The source a connection counts against for the per-source cap: `gateway.endpoints.source_group`
+    of its host (IPv6 by /64), the SIP2 listeners' rule; a UNIX socket counts as one source."""
     host = getattr(addr, "host", None)
-    if not isinstance(host, str):
-        return "local"
-    try:
-        ip = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        return host
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
-    return str(ip)
+    return source_group(host) if isinstance(host, str) else "local"
 
 
 class _Refused(protocol.Protocol):
