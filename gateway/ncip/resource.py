@@ -23,6 +23,7 @@ from twisted.web import resource, server
 from gateway.blocking import RegisterCalls
 from gateway.ncip.responder import Answer, Responder
 from gateway.register import Register
+from gateway.register.errors import RegisterUnavailable
 from protocols import ncip
 from protocols.ncip import schemes as s
 
@@ -249,7 +250,9 @@ class NCIPResource(resource.Resource):
         return answer.body
 
     def _crashed(self, failure: Failure) -> Answer:
-        if failure.check(defer.TimeoutError):
+        if failure.check(RegisterUnavailable):
+            pass  # the gateway is offline: the pool of register calls logs that once, not per request
+        elif failure.check(defer.TimeoutError):
             log.warn("NCIP request not answered: the register did not answer within {s} s", s=self.calls.timeout)
         else:
             log.error("NCIP request failed: {kind} in {where}", kind=type(failure.value).__name__,
