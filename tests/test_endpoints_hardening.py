@@ -248,8 +248,11 @@ def test_caps_are_lowered_to_fit_the_descriptor_limit(database_url: str, keys_pa
                 refused += 1
         time.sleep(0.5)
         daemon.health(f"http://127.0.0.1:{http}", 200, timeout=5)  # still answering
-        with Client(sip2) as c:  # one more SIP2 connection is refused at once, not left hanging
-            assert c.closed(timeout=2) and not c.buffer
+        try:
+            with Client(sip2) as c:  # one more SIP2 connection is refused at once, not left hanging
+                assert c.closed(timeout=2) and not c.buffer
+        except ConnectionResetError:
+            pass  # refused before connect() even returned: at once too
         closed, _, _ = select.select(opened, [], [], 0.5)  # those over the lowered cap: closed by the daemon
         still_open = len(opened) - len(closed)
         assert still_open < 300 and refused + (len(opened) - still_open) > 100, (still_open, refused)
