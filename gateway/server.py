@@ -17,11 +17,12 @@ import os
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TextIO
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, interfaces, task
-from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.logger import FileLogObserver, Logger, formatEventAsClassicLogText, globalLogBeginner
 
 from gateway.blocking import RegisterCalls
 from gateway.config import Config
@@ -123,6 +124,19 @@ def _one_line(failure: Any) -> str:
     return text.splitlines()[0] if text.strip() else failure.type.__name__
 
 
+def utc_log_observer(out: TextIO) -> FileLogObserver:
+    """Log lines stamped in UTC, and saying so (``2026-12-01T23:45:00Z``), whatever the host's zone:
+    the register stores times in UTC and shows them to people in Europe/Oslo; logs are for machines
+    and operators comparing hosts."""
+
+    def stamp(when: float | None) -> str:
+        if when is None:
+            return "-"
+        return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    return FileLogObserver(out, lambda event: formatEventAsClassicLogText(event, formatTime=stamp))
+
+
 def serve(config: Config) -> None:
     """Run the daemon in the foreground until SIGTERM or SIGINT.
 
@@ -133,7 +147,7 @@ def serve(config: Config) -> None:
     from twisted.internet import reactor
 
     parsed = check_config(config, reactor)  # before the database: config errors are exit 2
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([utc_log_observer(sys.stdout)], redirectStandardIO=False)
     register = open_configured_register(config)
     interfaces.IReactorThreads(reactor).suggestThreadPoolSize(max(4, config.database.pool_size * 2))
     top = build_service(config, register, reactor, parsed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import signal
 import socket
 import ssl
@@ -46,6 +47,9 @@ def test_serve_answers_healthz_and_stops_on_sigterm(database_url: str, keys_path
     status, body = get(f"{base}/no-such-thing")
     assert status == 404 and b"Traceback" not in body
     assert daemon.stop(signal.SIGTERM) == 0
+    # log lines say their time zone: UTC, whatever the host's (the one time policy of issue 9)
+    first = daemon.log.read_text().splitlines()[0]
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", first), first
     with pytest.raises(OSError):
         get(f"{base}/healthz", timeout=2)
     with pytest.raises(OSError):

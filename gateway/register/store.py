@@ -29,6 +29,7 @@ from gateway.register.errors import RegisterUnavailable, VersionConflict
 _UNAVAILABLE = "the register database does not answer; try again shortly"
 _LATE = "the register did not finish in time; nothing was changed; try again shortly"
 _deadlines = threading.local()
+LOCK_WAIT_SECONDS = 30.0  # SQLite's busy timeout (gateway.register.database): a longer wait is a hang
 
 
 @contextmanager
@@ -76,23 +77,28 @@ class Store:
         # 100 ms each). Threads of this process queue on a lock instead and are handed the database
         # at once; other processes still meet SQLite's busy timeout.
         self._writer = threading.RLock()
-        self._waiting = 0  # threads now waiting for SQLite's write lock (ours or another process's)
+        # threads now waiting for SQLite's write lock (ours or another process's): since when
+        self._waiting: dict[int, float] = {}
         self._waiting_guard = threading.Lock()
 
     def lock_waits(self) -> int:
-        """How many register calls are waiting for SQLite's write lock just now (0 on PostgreSQL):
-        such a wait is not a hung register, within SQLite's own timeout."""
-        return self._waiting
+        """How many register calls are waiting for SQLite's write lock just now, and not longer than
+        SQLite's own timeout (0 on PostgreSQL): such a wait is a busy register, not a hung one; a
+        longer one (the writer holding the lock hung) is."""
+        limit = time.monotonic() - LOCK_WAIT_SECONDS
+        with self._waiting_guard:
+            return sum(1 for since in self._waiting.values() if since >= limit)
 
     @contextmanager
     def _waiting_for_lock(self) -> Iterator[None]:
+        me = threading.get_ident()
         with self._waiting_guard:
-            self._waiting += 1
+            self._waiting[me] = time.monotonic()
         try:
             yield
         finally:
             with self._waiting_guard:
-                self._waiting -= 1
+                self._waiting.pop(me, None)
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
