@@ -22,9 +22,14 @@ from twisted.internet import interfaces, protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.logger import Logger
-from twisted.protocols.haproxy import proxyEndpoint
+from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+from twisted.protocols.haproxy._info import ProxyInfo
+from twisted.protocols.haproxy._v1parser import V1Parser
+from twisted.protocols.haproxy._v2parser import V2Parser
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
-from zope.interface import implementer
+from zope.interface import directlyProvides, implementer, providedBy
 
 from gateway.config import Config, ConfigError
 
@@ -175,6 +180,22 @@ def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
 # listening sockets, the reactor's and the thread pool's own.
 RESERVED_DESCRIPTORS = 64
 
+#: Places above each total connection cap (SIP2, HTTP) kept for the host itself: a connection from
+#: 127.0.0.1 or ::1 (a local health check, the operator) is admitted while fewer than the cap plus
+#: these are open. Only those two addresses: 127.0.0.2 and the rest of 127.0.0.0/8 are loopback too,
+#: but nothing local uses them unless told to, so they are capped like any source.
+LOOPBACK_RESERVE = 16
+_RESERVED_HOSTS = {"127.0.0.1", "::1"}
+
+
+def total_cap(host: str, cap: int) -> int:
+    """The total connection cap a new connection from ``host`` meets: ``cap``, or for 127.0.0.1 and
+    ::1 (an IPv4-mapped 127.0.0.1 too) ``cap`` + `LOOPBACK_RESERVE`. Per-source caps apply to all."""
+    bare = host.split("%", 1)[0].lower()
+    if bare.startswith("::ffff:"):
+        bare = bare[len("::ffff:"):]
+    return cap + LOOPBACK_RESERVE if bare in _RESERVED_HOSTS else cap
+
 
 def fit_descriptor_limit(config: Config) -> Config:
     """The config with connection caps that fit the process's descriptor limit (RLIMIT_NOFILE).
@@ -185,7 +206,8 @@ def fit_descriptor_limit(config: Config) -> Config:
     if that is not enough, both caps are lowered in proportion, and a warning says so."""
     sip2, http = config.sip2, config.http
     http_cap = int(getattr(http, "max_connections", 0))  # the HTTP side's cap, where it has one
-    reserve = RESERVED_DESCRIPTORS + 2 * config.database.pool_size + len(sip2.listen) + len(http.listen)
+    reserve = RESERVED_DESCRIPTORS + 2 * config.database.pool_size + len(sip2.listen) + len(http.listen) \
+        + 2 * LOOPBACK_RESERVE
     wanted = sip2.max_connections + http_cap + reserve
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     unlimited = resource.RLIM_INFINITY
@@ -258,13 +280,157 @@ class _OnlyFrom(protocol.Factory):
         return None
 
 
+#: Seconds a connection to a ``haproxy:`` listener has to send its whole PROXY header.
+PROXY_HEADER_TIMEOUT = 5.0
+
+
+class _ProxyHeaderFirst(ProtocolWrapper):
+    """A connection to a ``haproxy:`` listener: the PROXY header (v1 or v2) is read before the
+    listener's own protocol exists. That protocol is then built (``buildProtocol``) and connected
+    (``makeConnection``) with the source the header names as its peer, so per-source caps, the
+    throttle and ``allowed_networks`` judge the client from its first moment; Twisted's own wrapper
+    connects it before the header, when ``getPeer()`` still names the proxy.
+
+    Until its header is complete a connection counts against the listener's total cap (as the
+    proxy's) and has `PROXY_HEADER_TIMEOUT` seconds; then it is closed. A header that does not parse
+    closes it too."""
+
+    factory: _ProxyHeaderFactory
+
+    def __init__(self, factory: _ProxyHeaderFactory) -> None:
+        super().__init__(factory, None)  # type: ignore[arg-type]  # built once the header is read
+        self._info: ProxyInfo | None = None
+        self._parser: V1Parser | V2Parser | None = None
+        self._held = False  # counted against the total cap while the header is awaited
+        self._deadline: Any = None
+
+    def logPrefix(self) -> str:
+        return "PROXY"
+
+    def makeConnection(self, transport: Any) -> None:
+        directlyProvides(self, providedBy(transport))
+        protocol.Protocol.makeConnection(self, transport)  # connectionMade: not the wrapped one's yet
+        self.factory.registerProtocol(self)
+
+    def connectionMade(self) -> None:
+        host = str(getattr(self.transport.getPeer(), "host", ""))  # type: ignore[union-attr]
+        if not self.factory.hold(host):
+            self.transport.abortConnection()  # type: ignore[union-attr]  # ITCPTransport
+            return
+        self._held = True
+        self._deadline = self.factory.reactor.callLater(PROXY_HEADER_TIMEOUT, self._too_slow)
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self.factory.note_slow(str(getattr(self.transport.getPeer(), "host", "")))  # type: ignore[union-attr]
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def _unhold(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+        if self._held:
+            self._held = False
+            self.factory.unhold()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.wrappedProtocol is not None:
+            self.wrappedProtocol.dataReceived(data)
+            return
+        if self._info is not None or self.disconnecting:
+            return
+        if self._parser is None:
+            if len(data) >= 16 and data[:12] == V2Parser.PREFIX and ord(data[12:13]) & 0xF0 == 0x20:
+                self._parser = V2Parser()
+            elif len(data) >= 8 and data[:5] == V1Parser.PROXYSTR:
+                self._parser = V1Parser()
+            else:
+                self.loseConnection()
+                return
+        try:
+            info, remaining = self._parser.feed(data)
+        except InvalidProxyHeader:
+            self.loseConnection()
+            return
+        if info is None:
+            return
+        self._info = info
+        self._unhold()
+        inner = self.factory.wrappedFactory.buildProtocol(self.getPeer())
+        if inner is None:
+            self.loseConnection()
+            return
+        self.wrappedProtocol = inner
+        inner.makeConnection(self)
+        if remaining and self.wrappedProtocol is not None and not self.disconnecting:
+            inner.dataReceived(remaining)
+
+    def getPeer(self) -> interfaces.IAddress:
+        if self._info is not None and self._info.source:
+            return self._info.source
+        return self.transport.getPeer()  # type: ignore[union-attr]
+
+    def getHost(self) -> interfaces.IAddress:
+        if self._info is not None and self._info.destination:
+            return self._info.destination
+        return self.transport.getHost()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self._unhold()
+        self.factory.unregisterProtocol(self)
+        if self.wrappedProtocol is not None:
+            self.wrappedProtocol.connectionLost(reason)
+            self.wrappedProtocol = None  # type: ignore[assignment]
+
+
+class _ProxyHeaderFactory(WrappingFactory):
+    """The factory of `_ProxyHeaderFirst`. A wrapped factory with ``hold(host) -> bool`` and
+    ``unhold()`` counts the connections still awaiting their header against its total cap."""
+
+    protocol = _ProxyHeaderFirst
+
+    def logPrefix(self) -> str:
+        wrapped = self.wrappedFactory
+        name = wrapped.logPrefix() if interfaces.ILoggingContext.providedBy(wrapped) else type(wrapped).__name__
+        return f"{name} (PROXY)"
+
+    def __init__(self, wrapped: interfaces.IProtocolFactory, reactor: Any) -> None:
+        super().__init__(wrapped)
+        self.reactor = reactor
+        from gateway.sip2.quiet import Quiet
+
+        self.slow = Quiet(reactor.seconds)
+
+    def buildProtocol(self, addr: Any) -> _ProxyHeaderFirst:
+        return _ProxyHeaderFirst(self)
+
+    def hold(self, host: str) -> bool:
+        hold = getattr(self.wrappedFactory, "hold", None)
+        return True if hold is None else bool(hold(host))
+
+    def unhold(self) -> None:
+        unhold = getattr(self.wrappedFactory, "unhold", None)
+        if unhold is not None:
+            unhold()
+
+    def note_slow(self, host: str) -> None:
+        allowed, held = self.slow.allow()
+        if allowed:
+            log.warn("closed a connection from {host}: no complete PROXY header within {s:.0f} s{more}", host=host,
+                     s=PROXY_HEADER_TIMEOUT, more=f" ({held} more since the last such line)" if held else "")
+
+
 @implementer(interfaces.IStreamServerEndpoint)
 class _OnlyFromEndpoint:
+    """A ``haproxy:`` listener: connections only from ``networks`` (`_OnlyFrom`), each read for
+    its PROXY header first (`_ProxyHeaderFirst`)."""
+
     def __init__(self, inner: Any, networks: list[Any], key: str, reactor: Any) -> None:
         self.inner, self.networks, self.key, self.reactor = inner, networks, key, reactor
 
     def listen(self, factory: interfaces.IProtocolFactory) -> Deferred[Any]:
-        result: Deferred[Any] = self.inner.listen(_OnlyFrom(factory, self.networks, self.key, self.reactor))
+        proxied = _ProxyHeaderFactory(factory, self.reactor)
+        result: Deferred[Any] = self.inner.listen(_OnlyFrom(proxied, self.networks, self.key, self.reactor))
         return result
 
 
@@ -335,7 +501,7 @@ def check_config(config: Config, reactor: Any) -> dict[str, list[tuple[str, Any]
                     f"{source}: key '{key}' is not a usable endpoint string ({description}): {why:.200}"
                 ) from None
             if proxied:
-                endpoint = proxyEndpoint(_OnlyFromEndpoint(endpoint, parse_networks(settings.proxy_from),
-                                                           f"{section}.proxy_from", reactor))
+                endpoint = _OnlyFromEndpoint(endpoint, parse_networks(settings.proxy_from),
+                                             f"{section}.proxy_from", reactor)
             parsed[section].append((description, endpoint))
     return parsed

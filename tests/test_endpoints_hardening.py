@@ -23,9 +23,11 @@ from sip2_server_helpers import PASSWORD, Client, open_register, over_tcp
 from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 
+from gateway import endpoints
 from gateway.config import Config, ConfigError, HTTPConfig, LoginThrottleConfig, SIP2Config
 from gateway.endpoints import check_config, check_listen
 from gateway.sip2 import SIP2Factory
+from gateway.web.site import build_site
 
 pytestmark = pytest.mark.usefixtures("no_daemon_failures")
 DB_DOWN_URL = "postgresql+psycopg://postgres@127.0.0.1:1/x"  # nothing listens: the database is never reached
@@ -131,12 +133,156 @@ def test_the_source_a_configured_proxy_names_is_the_one_judged(servers):
     for c in held:
         assert c.ask("9900302.00").startswith(b"98")
     with Proxied(port, "2001:db8::ffff:1") as c:  # the same /64: over its cap of 2; closed unanswered
-        c.send(f"9300CNkiosk1|CO{PASSWORD}|\r")  # (behind a proxy the source is known with the first message)
-        assert refused_at_once(c)
+        assert refused_at_once(c)  # (behind a proxy the source is counted as soon as the header is read)
     with Proxied(port, "2001:db8:0:1::1") as c:  # the next /64 is another source
         assert c.ask(f"9300CNkiosk1|CO{PASSWORD}|") == b"941"
     for c in held:
         c.close()
+
+
+def proxy_connection(port: int, proxy: str, claimed: str | None) -> socket.socket:
+    """A connection from ``proxy`` (a loopback alias) with a PROXY v1 header claiming ``claimed``,
+    or without any header (``None``): as a proxy that is slow to send it."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(proxy, 0))
+    if claimed is not None:
+        sock.sendall(f"PROXY TCP4 {claimed} 127.0.0.1 40000 6001\r\n".encode())
+    return sock
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """The server closes ``sock`` (EOF or reset) within ``seconds``, having written nothing."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def opened_and_closed_at_once(port: int, proxy: str, claimed: str | None) -> bool:
+    started = time.monotonic()
+    try:
+        sock = proxy_connection(port, proxy, claimed)
+    except ConnectionResetError:
+        return time.monotonic() - started < 0.5
+    with sock:
+        return closed_within(sock, 2) and time.monotonic() - started < 0.5
+
+
+@over_tcp
+def test_a_proxied_connection_counts_against_its_claimed_source_at_once(servers):
+    """Review: header-only connections claiming one source all stayed open until the login timeout.
+    Now the source the PROXY header names is counted as soon as the header is read."""
+    port = serve_sip2(servers, listen=["haproxy:tcp:0:interface=127.0.0.1"], proxy_from=["127.0.0.1/32"],
+                      max_connections_per_source=3)
+    held = [proxy_connection(port, "127.0.0.1", "192.0.2.9") for _ in range(3)]
+    try:
+        time.sleep(0.2)
+        for _ in range(7):  # header only, nothing after it: over the cap, closed at once
+            assert opened_and_closed_at_once(port, "127.0.0.1", "192.0.2.9")
+        with Proxied(port, "192.0.2.10") as c:  # another source behind the same proxy is served
+            assert c.ask(f"9300CNkiosk1|CO{PASSWORD}|") == b"941"
+        for sock in held:  # the three within the cap are still open
+            assert not closed_within(sock, 0.05)
+    finally:
+        for sock in held:
+            sock.close()
+
+
+@over_tcp
+def test_a_connection_without_a_proxy_header_has_a_short_deadline_and_counts_meanwhile(servers, monkeypatch):
+    """Until its PROXY header is complete a connection counts against the total cap (as the proxy's),
+    for at most PROXY_HEADER_TIMEOUT seconds (5; 0.5 here)."""
+    monkeypatch.setattr(endpoints, "PROXY_HEADER_TIMEOUT", 0.5)
+    port = serve_sip2(servers, listen=["haproxy:tcp:0:interface=127.0.0.1"], proxy_from=["127.0.0.2/32"],
+                      max_connections=3)
+    silent = [proxy_connection(port, "127.0.0.2", None) for _ in range(3)]
+    try:
+        time.sleep(0.1)
+        assert opened_and_closed_at_once(port, "127.0.0.2", "192.0.2.20")  # the total cap is full
+        for sock in silent:  # each closed at its deadline
+            assert closed_within(sock, 2)
+    finally:
+        for sock in silent:
+            sock.close()
+    time.sleep(0.1)
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0)) as sock:
+        sock.sendall(b"PROXY TCP4 192.0.2.20 127.0.0.1 40000 6001\r\n9900302.00\r")
+        assert sock.recv(1024).startswith(b"98")  # room again
+
+
+# ---------------------------------------------------------------------- the HTTP side: caps under PROXY, reserve
+def serve_http(servers, *, listen: str = "tcp:0:interface=127.0.0.1", **settings) -> int:
+    """An HTTP site built as `nlr serve` builds it (caps from the http: keys), on a listener from
+    the config; returns its port."""
+    db = servers.tmp_path / f"register-{len(servers.registers)}.db"
+    shutil.copy(servers.template.db, db)
+    register = open_register(f"sqlite:///{db}", servers.template.keys)
+    servers.registers.append(register)
+    http_settings = {k: v for k, v in settings.items() if k == "proxy_from"}
+    config = Config(sip2=SIP2Config(listen=[]), http=HTTPConfig(listen=[listen], **http_settings),
+                    base_dir=servers.tmp_path, source="nlr.yaml")
+    parsed = check_config(config, reactor)
+    caps = {k: v for k, v in settings.items() if k.startswith("max_connections")}
+    site = blockingCallFromThread(reactor, lambda: build_site(register, reactor, **caps))
+    port = blockingCallFromThread(reactor, parsed["http"][0][1].listen, site)
+    servers.ports.append(port)
+    return port.getHost().port
+
+
+def healthz(sock: socket.socket, prefix: bytes = b"") -> bytes:
+    """The status line of GET /healthz over ``sock`` (after ``prefix``, e.g. a PROXY header)."""
+    sock.settimeout(10)
+    sock.sendall(prefix + b"GET /healthz HTTP/1.1\r\nHost: nlr\r\nConnection: close\r\n\r\n")
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n", 1)[0]
+
+
+@over_tcp
+def test_http_behind_a_proxy_counts_the_source_the_header_names(servers):
+    port = serve_http(servers, listen="haproxy:tcp:0:interface=127.0.0.1", proxy_from=["127.0.0.1/32"],
+                      max_connections_per_source=2)
+    held = [proxy_connection(port, "127.0.0.1", "192.0.2.5") for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        assert opened_and_closed_at_once(port, "127.0.0.1", "192.0.2.5")  # that source's cap: 2
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:  # another source, same proxy
+            assert healthz(sock, b"PROXY TCP4 192.0.2.6 127.0.0.1 40000 80\r\n") == b"HTTP/1.1 200 OK"
+    finally:
+        for sock in held:
+            sock.close()
+
+
+@over_tcp
+def test_at_the_total_cap_healthz_from_127_0_0_1_is_still_answered(servers):
+    """Review: 1,000 connections from 50 addresses filled the total and /healthz got a reset. The
+    last LOOPBACK_RESERVE places above the total are kept for 127.0.0.1 and ::1; 127.0.0.x (x > 1),
+    loopback too, meets the cap like any source."""
+    port = serve_http(servers, max_connections=4, max_connections_per_source=2)
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(f"127.0.0.{2 + i // 2}", 0))
+            for i in range(4)]
+    try:
+        time.sleep(0.2)
+        assert opened_and_closed_at_once(port, "127.0.0.4", None)  # the total is full
+        with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.1", 0)) as sock:
+            assert healthz(sock) == b"HTTP/1.1 200 OK"
+        mine = [socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.1", 0))
+                for _ in range(2)]
+        try:  # 127.0.0.1 still has its per-source cap
+            time.sleep(0.2)
+            assert opened_and_closed_at_once(port, "127.0.0.1", None)
+        finally:
+            for sock in mine:
+                sock.close()
+    finally:
+        for sock in held:
+            sock.close()
 
 
 # ---------------------------------------------------------------------- finding 7: TLS suites

@@ -178,3 +178,56 @@ def test_a_terminal_sending_junk_logs_one_line_with_a_count(sip, logs):
     summary = [line for line in logs if "unreadable message(s)" in line]
     assert len(summary) == 1 and "1999 more" in summary[0], summary
     assert sum("SIP2" in line for line in logs) < 10  # not 2,000 lines
+
+
+# ---------------------------------------------------------------------- review: the loopback reserve
+@over_tcp
+def test_at_the_total_cap_127_0_0_1_still_gets_in(servers):
+    """A few places above the total cap are kept for 127.0.0.1 and ::1 (a local health check, the
+    operator); 127.0.0.x (x > 1), loopback too, meets the cap like any other source."""
+    sip = servers.start(max_connections=4, max_connections_per_source=2)
+    held = [ClientFrom(sip.port, f"127.0.0.{2 + i // 2}") for i in range(4)]
+    for c in held:
+        assert c.ask("9900302.00").startswith(b"98")
+    assert refused_at_once(sip.port, "127.0.0.4")  # the total is full
+    assert login_answer(sip.port, "127.0.0.1") == b"941"  # the reserve
+    settle(sip, 4)
+    mine = [ClientFrom(sip.port, "127.0.0.1") for _ in range(2)]
+    for c in mine:
+        assert c.ask("9900302.00").startswith(b"98")
+    assert refused_at_once(sip.port, "127.0.0.1")  # 127.0.0.1 still has its per-source cap
+    for c in held + mine:
+        c.close()
+
+
+# ---------------------------------------------------------------------- review: log floods before login
+@over_tcp
+def test_junk_connections_and_throttled_logins_log_one_line_per_10_s_each(servers, logs):
+    sip = servers.start(login_throttle=LoginThrottleConfig(failures=2, window_seconds=300))
+    for _ in range(50):  # junk before login: each closed
+        with ClientFrom(sip.port, "127.0.0.9") as c:
+            c.send("2300120250301    101500AOx|AAy|\r")
+            assert c.closed()
+    before = [line for line in logs if "before a successful login" in line]
+    assert len(before) == 1, before[:3]
+    for _ in range(2):
+        assert login_answer(sip.port, "127.0.0.10", "wrong") == b"940"
+    for _ in range(20):  # throttled: refused without asking the register
+        assert login_answer(sip.port, "127.0.0.10") == b"940"
+    throttled = [line for line in logs if "too many failed logins" in line]
+    assert len(throttled) == 1, throttled[:3]
+    assert sum("SIP2" in line for line in logs) < 10, logs[:20]
+
+
+# ---------------------------------------------------------------------- review: encrypted login algorithms
+@over_tcp
+def test_a_login_refused_for_its_algorithm_does_not_count_toward_the_throttle(servers):
+    """93 with a UID or PWD algorithm other than 0 is refused (940) without asking the register:
+    no strike for the source address (its neighbours behind the same NAT still get in)."""
+    sip = servers.start(login_throttle=LoginThrottleConfig(failures=2, window_seconds=300))
+    for _ in range(3):
+        with ClientFrom(sip.port, "127.0.0.11") as c:
+            assert c.ask(f"9311CNkiosk1|CO{PASSWORD}|") == b"940"
+            assert c.ask(f"9301CNkiosk1|CO{PASSWORD}|") == b"940"
+    assert login_answer(sip.port, "127.0.0.11") == b"941"  # not throttled
+    assert all(e.outcome != "bad_login" for e in sip.audit("sip2_login"))  # the register never judged them

@@ -97,10 +97,14 @@ def login(conn: SIP2Protocol, request: Message) -> Answer | Deferred[Answer]:
     """93 → 94 (A.1): plain-text algorithms only; throttled per source address."""
     factory = conn.factory
     if factory.throttle.blocked(conn.source):
-        log.warn("SIP2 login from {peer} refused: too many failed logins from this address", peer=conn.peer)
+        factory.log_quietly("throttled", "SIP2 login from {peer} refused: too many failed logins from this address",
+                            peer=conn.peer)
         return conn.login_failed(request, counted=False)  # refusals never extend the block
     if request.fixed.get("uid_algorithm", "0") not in "0 " or request.fixed.get("pwd_algorithm", "0") not in "0 ":
-        return conn.login_failed(request, "encrypted login algorithms are not supported")
+        # Refused unread: the register never judged the password, so no strike for the source
+        # address (a misconfigured device must not lock its neighbours out); one for the connection.
+        return conn.login_failed(request, "encrypted login algorithms are not supported", counted=False,
+                                 kind="encrypted login")
     d = factory.call(factory.register.terminal_login, request.get("CN") or "", request.get("CO") or "",
                      source=conn.host, encrypted=conn.encrypted, slow=True)
 

@@ -23,7 +23,7 @@ from zope.interface import implementer
 import protocols.sip2 as sip2
 from gateway.blocking import RegisterCalls
 from gateway.config import SIP2Config
-from gateway.endpoints import in_networks, parse_networks, source_group
+from gateway.endpoints import source_group, total_cap
 from gateway.register import Register
 from gateway.register.views import Actor, Decision, DecisionRequest, TerminalView
 from gateway.sip2 import answers, handlers
@@ -86,12 +86,22 @@ class SIP2Factory(protocol.Factory):
         self.max_per_source = settings.max_connections_per_source
         self.throttle = throttle or LoginThrottle(reactor.seconds, limit=settings.login_throttle.failures,
                                                   window=settings.login_throttle.window_seconds)
-        self.connections = 0  # open and admitted
+        self.connections = 0  # open and admitted (and those awaiting their PROXY header)
         self.by_source: dict[str, int] = {}  # open and admitted, per source_group
-        self.proxies = parse_networks(settings.proxy_from)  # their PROXY header names the source
         self.calls = calls if calls is not None else RegisterCalls(reactor, timeout=register_timeout)
         self.online = True
-        self._refusals = Quiet(reactor.seconds)
+        self._quiet: dict[str, Quiet] = {}  # per kind of log line that a flood could repeat
+
+    def log_quietly(self, kind: str, text: str, **fields: Any) -> None:
+        """A warning that any number of connections could each cause (refusals, junk before login,
+        throttled logins): at most one line per 10 s per ``kind``, saying how many were held back."""
+        quiet = self._quiet.get(kind)
+        if quiet is None:
+            quiet = self._quiet[kind] = Quiet(self.reactor.seconds)
+        allowed, held = quiet.allow()
+        if allowed:
+            log.warn(text + "{more}", more=f" ({held} more such since the last line, not logged)" if held else "",
+                     **fields)
 
     def buildProtocol(self, addr: Any) -> SIP2Protocol:
         return SIP2Protocol(self)
@@ -125,13 +135,21 @@ class SIP2Factory(protocol.Factory):
             else:
                 log.error("the register database does not answer: SIP2 answers 'register unavailable'")
 
-    def admit(self, source: str) -> bool:
-        """Count a new connection against the total cap, or refuse it."""
-        if self.connections < self.max_connections:
+    def admit(self, host: str) -> bool:
+        """Count a new connection from ``host`` against the total cap, or refuse it; 127.0.0.1 and
+        ::1 have `gateway.endpoints.LOOPBACK_RESERVE` places more (a local health check, the operator)."""
+        if self.connections < total_cap(host, self.max_connections):
             self.connections += 1
             return True
-        self._refused(source, f"{self.connections} SIP2 connections open, the limit (sip2.max_connections)")
+        self._refused(host, f"{self.connections} SIP2 connections open, the limit (sip2.max_connections)")
         return False
+
+    def hold(self, host: str) -> bool:
+        """A connection from a proxy awaiting its PROXY header: counted against the total cap."""
+        return self.admit(host)
+
+    def unhold(self) -> None:
+        self.release(None)
 
     def admit_source(self, source: str) -> bool:
         """Count an admitted connection against its source's cap (``source``: a `source_group`),
@@ -145,10 +163,7 @@ class SIP2Factory(protocol.Factory):
         return False
 
     def _refused(self, source: str, why: str) -> None:
-        allowed, held = self._refusals.allow()  # a flood of refusals: one line per 10 s
-        if allowed:
-            log.warn("refusing a SIP2 connection from {source}: {why}{more}", source=source, why=why,
-                     more=f"; {held} more refused since the last such line" if held else "")
+        self.log_quietly("refused", "refusing a SIP2 connection from {source}: {why}", source=source, why=why)
 
     def release(self, source: str | None) -> None:
         self.connections -= 1
@@ -220,34 +235,21 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         self.peer = f"{self.host}:{getattr(peer, 'port', '')}"
         self.source = source_group(self.host)
         self.encrypted = interfaces.ISSLTransport.providedBy(self.transport)
-        if not self.factory.admit(self.source):
+        # Behind a ``haproxy:`` listener the connection is made once its PROXY header is read
+        # (`gateway.endpoints._ProxyHeaderFirst`): the peer is then the source the header names.
+        if not self.factory.admit(self.host):
             self._refuse()
             return
         self.admitted = True
-        # From a configured proxy, the source is the one its PROXY header names: known with the
-        # first bytes after the header, and counted then.
-        if not in_networks(self.host, self.factory.proxies) and not self._count_source():
+        if not self.factory.admit_source(self.source):
+            self._refuse()
             return
+        self.counted_source = self.source
         self.setTimeout(self.factory.settings.login_timeout_seconds)
 
     def _refuse(self) -> None:
         self.phase = Phase.CLOSED
         self.connection.abortConnection()
-
-    def _count_source(self) -> bool:
-        if not self.factory.admit_source(self.source):
-            self._refuse()
-            return False
-        self.counted_source = self.source
-        return True
-
-    def _proxied_source(self) -> bool:
-        """The first bytes of a connection from a proxy: the source its PROXY header named."""
-        peer = self.connection.getPeer()
-        self.host = str(getattr(peer, "host", "?"))
-        self.peer = f"{self.host}:{getattr(peer, 'port', '')}"
-        self.source = source_group(self.host)
-        return self._count_source()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if self.admitted:
@@ -274,15 +276,19 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         if self.terminal is None:
-            self._close(f"no successful login within {self.factory.settings.login_timeout_seconds} s")
+            self._close(f"no successful login within {self.factory.settings.login_timeout_seconds} s",
+                        kind="login timeout")
         else:
             self._close(f"idle for {self.factory.settings.idle_timeout_seconds} s")
 
-    def _close(self, why: str | None, *, abort: bool = True) -> None:
+    def _close(self, why: str | None, *, abort: bool = True, kind: str = "closed") -> None:
+        """Close, aborting or gracefully; ``why`` is logged (before login at most once per 10 s per
+        ``kind``: any number of connections can send junk)."""
         if self.closing:
             return
         if why:
-            log.warn("closing SIP2 connection from {peer} ({who}): {why}", peer=self.peer, who=self._who(), why=why)
+            self._warn(kind, "closing SIP2 connection from {peer} ({who}): {why}", peer=self.peer, who=self._who(),
+                       why=why)
         self.phase = Phase.CLOSED if abort else Phase.DRAINING
         self.pending.clear()
         self.setTimeout(None)
@@ -302,23 +308,30 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
     def _who(self) -> str:
         return self.terminal.login if self.terminal else "not logged in"
 
+    def _warn(self, kind: str, text: str, **fields: Any) -> None:
+        """A warning about this connection: before login, one of a kind that a flood of connections
+        could repeat, so at most one line per 10 s per ``kind`` (`SIP2Factory.log_quietly`)."""
+        if self.terminal is None:
+            self.factory.log_quietly(kind, text, **fields)
+        else:
+            log.warn(text, **fields)
+
     # ------------------------------------------------------------------ bytes in, in order
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
         if not self.seen_data:
             self.seen_data = True
-            if self.counted_source is None and not self._proxied_source():
-                return
             if not self.encrypted and sip2.looks_like_tls_client_hello(data):
                 self._close("a TLS ClientHello arrived on a plaintext SIP2 port; the client must connect "
-                            "without TLS here, or to an ssl: listener", abort=False)  # FIN: clients fall back
+                            "without TLS here, or to an ssl: listener", abort=False,  # FIN: clients fall back
+                            kind="tls hello")
                 return
         try:
             frames = self.framer.feed(data)
         except sip2.FrameTooLarge as exc:
-            log.warn("SIP2 message from {peer} ({who}) is longer than {limit} bytes: closing after "
-                     "{n} earlier message(s)", peer=self.peer, who=self._who(), limit=exc.limit, n=len(exc.frames))
+            self._warn("too long", "SIP2 message from {peer} ({who}) is longer than {limit} bytes: closing after "
+                       "{n} earlier message(s)", peer=self.peer, who=self._who(), limit=exc.limit, n=len(exc.frames))
             self.pending.extend(exc.frames)
             self.pending.append(_CLOSE)
             self.connection.pauseProducing()
@@ -326,7 +339,7 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         else:
             self.pending.extend(frames)
             if len(self.pending) > self.MAX_PENDING:
-                self._close(f"more than {self.MAX_PENDING} pipelined requests waiting")
+                self._close(f"more than {self.MAX_PENDING} pipelined requests waiting", kind="pipelined")
                 return
             if len(self.pending) >= self.PAUSE_AT and not self.paused:
                 self.connection.pauseProducing()
@@ -391,7 +404,7 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         if self._key is not None and self._key == self.last_key and self.last_response is not None:
             return self.last_response  # a retransmission: replay, never re-execute (B.7)
         if self.phase is Phase.AWAITING_LOGIN and code not in handlers.BEFORE_LOGIN:
-            self._close(f"message {code} before a successful login (93 must come first)")
+            self._close(f"message {code} before a successful login (93 must come first)", kind="before login")
             return None
         handler = handlers.HANDLERS.get(code)
         if handler is None:
@@ -410,20 +423,23 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         log.info("SIP2 terminal {login} ({profile}, {library}) logged in from {peer}", login=terminal.login,
                  profile=terminal.profile, library=terminal.library_isil, peer=self.peer)
 
-    def login_failed(self, request: Message, why: str | None = None, *, counted: bool = True) -> Answer:
+    def login_failed(self, request: Message, why: str | None = None, *, counted: bool = True,
+                     kind: str = "failed login") -> Answer:
         """A failed 93: logged out, one strike for the connection and, when ``counted`` (the
-        register judged it, not the throttle), for the source address; answered 940."""
+        register judged it: not the throttle, not an encrypted algorithm), for the source address;
+        answered 940. ``why`` is logged at most once per 10 s per ``kind``."""
         self.terminal = self.actor = None
         self._settle()
         self.login_failures += 1
         if counted:
             self.factory.throttle.failed(self.source)
         if why:
-            log.warn("SIP2 login from {peer} failed ({why}); failure {n} of {max}", peer=self.peer, why=why,
-                     n=self.login_failures, max=self.MAX_LOGIN_FAILURES)
+            self._warn(kind, "SIP2 login from {peer} failed ({why}); failure {n} of {max}", peer=self.peer, why=why,
+                       n=self.login_failures, max=self.MAX_LOGIN_FAILURES)
         answer = self.respond(request, answers.login_answer(False))
         if self.login_failures >= self.MAX_LOGIN_FAILURES:
-            log.warn("closing SIP2 connection from {peer}: {n} failed logins", peer=self.peer, n=self.login_failures)
+            self._warn("failed logins", "closing SIP2 connection from {peer}: {n} failed logins", peer=self.peer,
+                       n=self.login_failures)
             self.pending.clear()
             self.pending.append(_CLOSE)
         return answer
@@ -432,7 +448,7 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
     def _bad_checksum(self, exc: sip2.ChecksumError) -> Answer:
         self.bad_checksums += 1
         if self.bad_checksums > answers.MAX_RETRIES:
-            self._close(f"{self.bad_checksums} messages in a row with a wrong checksum")
+            self._close(f"{self.bad_checksums} messages in a row with a wrong checksum", kind="checksums")
             return None
         self._bad_frame("SIP2 message {code} from {peer} ({who}) has a wrong checksum: asking for a resend (96)",
                         code=exc.command, peer=self.peer, who=self._who())
@@ -452,7 +468,7 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
     def _unparsable(self, frame: bytes, exc: sip2.SIP2Error) -> Answer | Deferred[Answer]:
         code = exc.command or ""
         if self.phase is Phase.AWAITING_LOGIN:
-            self._close(f"unreadable message before login ({exc.reason})")
+            self._close(f"unreadable message before login ({exc.reason})", kind="unreadable before login")
             return None
         self.resetTimeout()
         layout = sip2.LAYOUTS.get(code)

@@ -19,8 +19,9 @@ from twisted.python.failure import Failure
 from twisted.web import http, pages, resource, server
 
 from gateway.blocking import RegisterCalls
-from gateway.endpoints import source_group
+from gateway.endpoints import source_group, total_cap
 from gateway.ncip import NCIPResource
+from gateway.sip2.quiet import Quiet
 
 if TYPE_CHECKING:
     from gateway.register import Register
@@ -159,21 +160,19 @@ class TrackedRequest(server.Request):
 
 
 class _Tally:
-    """Counts an event and logs it at most once per ``every`` seconds, with the count since the last
-    line: an attacker opening 20,000 connections costs a few log lines, not 20,000."""
+    """Counts an event and logs it at most once per ``every`` seconds (`Quiet`, the SIP2 side's
+    limiter), with the count since the last line: an attacker opening 20,000 connections costs a
+    few log lines, not 20,000."""
 
-    def __init__(self, what: str, every: float = 10.0) -> None:
+    def __init__(self, what: str, every: float = 10.0, clock: Any = time.monotonic) -> None:
         self.what, self.every = what, every
-        self.count = 0
-        self._last = -every
+        self.quiet = Quiet(clock, every)
 
     def note(self, **fields: Any) -> None:
-        self.count += 1
-        now = time.monotonic()
-        if now - self._last >= self.every:
-            log.warn("HTTP: {n} {what} in the last {s:.0f} s (last from {source})", n=self.count, what=self.what,
-                     s=min(now - self._last, self.every), **fields)
-            self.count, self._last = 0, now
+        allowed, held = self.quiet.allow()
+        if allowed:
+            log.warn("HTTP: {n} {what} in the last {s:.0f} s (last from {source})", n=held + 1, what=self.what,
+                     s=self.every, **fields)
 
 
 def source_key(addr: Any) -> str:
@@ -342,16 +341,33 @@ class TrackingSite(server.Site):
         super().__init__(root, **kwargs)
         self.in_flight = 0
         self.max_body_bytes = max_body_bytes
-        self.open_connections = 0
+        self.open_connections = 0  # channels open, and connections awaiting their PROXY header
         self.per_source: dict[str, int] = {}
-        self.refused = _Tally("connections refused over the connection caps")
-        self.expired = _Tally("connections closed: headers or body not complete in time")
-        self.too_large = _Tally("request bodies refused as larger than the cap")
+        clock = self.reactor.seconds
+        self.refused = _Tally("connections refused over the connection caps", clock=clock)
+        self.expired = _Tally("connections closed: headers or body not complete in time", clock=clock)
+        self.too_large = _Tally("request bodies refused as larger than the cap", clock=clock)
+
+    def _room(self, addr: Any) -> bool:
+        """Room under the total cap for a connection from ``addr``: 127.0.0.1 and ::1 have
+        `gateway.endpoints.LOOPBACK_RESERVE` places more (a local health check, the operator)."""
+        return self.open_connections < total_cap(str(getattr(addr, "host", "")), self.max_connections)
+
+    def hold(self, host: str) -> bool:
+        """A connection from a proxy awaiting its PROXY header: counted against the total cap (then
+        released, and the channel built for the source the header names)."""
+        if self.open_connections < total_cap(host, self.max_connections):
+            self.open_connections += 1
+            return True
+        self.refused.note(source=host)
+        return False
+
+    def unhold(self) -> None:
+        self.open_connections -= 1
 
     def buildProtocol(self, addr: Any) -> Any:
         source = source_key(addr)
-        if self.open_connections >= self.max_connections or \
-                self.per_source.get(source, 0) >= self.max_connections_per_source:
+        if not self._room(addr) or self.per_source.get(source, 0) >= self.max_connections_per_source:
             self.refused.note(source=source)
             return _Refused()
         channel = super().buildProtocol(addr)
