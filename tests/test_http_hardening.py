@@ -1,6 +1,7 @@
 """Issue 9, the HTTP side, black box: `nlr serve` in a subprocess, spoken to over TCP.
 
-Findings 1 and 2 (hostile multipart bodies), 3 (headers or a body trickled in, connections without
+Findings 1 and 2 (hostile multipart bodies; and bodies that cost the NCIP parser or the urlencoded
+decoder CPU before authentication), 3 (headers or a body trickled in, connections without
 end), 8 (a huge Content-Length or chunk size, `OPTIONS *`): each is a regression test here, and the
 attacks run while `/healthz` and a SIP2 round trip are timed (p95 under 100 ms).
 
@@ -243,6 +244,53 @@ def test_a_boundary_flood_is_answered_at_once_and_starves_nothing(served: Served
     health, sip2 = under_attack(served, attack)
     assert len(answers) > 10 and max(answers) < 0.5, (len(answers), max(answers, default=None))
     assert health < 100 and sip2 < 100, (health, sip2)
+
+
+# A body that is XML, or looks like a form, but costs the parser its work before authentication:
+# 7,000 UserElementType (35 ms of Python per body, holding the GIL, when walked), and an urlencoded
+ELEMENT_FLOOD = (b'<?xml version="1.0"?><NCIPMessage xmlns="http://www.niso.org/2008/ncip"><LookupUser>'
+                 b"<UserId><UserIdentifierValue>N000123456</UserIdentifierValue></UserId>"
+                 + b"<UserElementType>x</UserElementType>" * 7000 + b"</LookupUser></NCIPMessage>")
+# field of escapes (37 ms of urllib on the reactor thread), or of lone "%" (150 ms: each a KeyError).
+URLENCODED_FLOODS = {"escapes": b"xml=" + b"%41" * ((CAP - 4) // 3), "lone percents": b"xml=" + b"%" * (CAP - 4)}
+
+
+@pytest.mark.parametrize("token", [None, "nlr_no-such-token"], ids=["no token", "unknown Bearer token"])
+def test_an_element_flood_is_refused_cheaply_and_starves_nothing(served: Served, token: str | None) -> None:
+    """Without a token the message is parsed (the token may be in its InitiationHeader), but refused
+    as soon as libxml2 has counted its elements; with an unknown Bearer token it is not parsed."""
+    assert len(ELEMENT_FLOOD) <= CAP
+    headers = {"content-type": "application/xml"} | ({"authorization": f"Bearer {token}"} if token else {})
+    expected = SYNTAX if token is None else "Agency Authentication Failed"
+
+    def attack(stop: threading.Event) -> None:
+        while not stop.is_set():
+            answer = served.request("POST", "/ncip", ELEMENT_FLOOD, source="127.0.0.3", headers=headers)
+            assert ncip_problem(*answer)[0] is not None
+
+    health, sip2 = under_attack(served, attack)
+    assert health < 100 and sip2 < 100, (health, sip2)
+    problem, detail = ncip_problem(*served.request("POST", "/ncip", ELEMENT_FLOOD, headers=headers))
+    assert problem == expected, (problem, detail)
+    if token is None:
+        assert "more than 1000 elements" in (detail or "")
+
+
+@pytest.mark.parametrize("flood", URLENCODED_FLOODS)
+def test_an_urlencoded_flood_starves_nothing(served: Served, flood: str) -> None:
+    """256 KB of escapes in the field ``xml``: decoded at C speed, a few ms at most on the reactor;
+    malformed ones are not decoded at all when there are thousands."""
+    assert len(URLENCODED_FLOODS[flood]) <= CAP
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+
+    def attack(stop: threading.Event) -> None:
+        while not stop.is_set():
+            answer = served.request("POST", "/ncip", URLENCODED_FLOODS[flood], source="127.0.0.4", headers=headers)
+            assert ncip_problem(*answer)[0] == SYNTAX  # "AAAA…" is no XML
+
+    health, sip2 = under_attack(served, attack)
+    assert health < 100 and sip2 < 100, (health, sip2)
+    assert "Traceback" not in served.log()
 
 
 # ---------------------------------------------------------------------- finding 3: deadlines

@@ -37,6 +37,7 @@ from protocols.ncip.schemes import PrivilegeKind, Problem, UserElementType
 REGISTER_NAME = "Nasjonalt lånerregister"
 _AUTH_FAILED = Problem(s.USER_AUTHENTICATION_FAILED, detail="Card number or PIN is invalid",
                        element="AuthenticationInput")
+_UNKNOWN_CLIENT = Problem(s.AGENCY_AUTHENTICATION_FAILED, detail="Unknown or disabled client credential")
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,18 @@ class Responder:
 
     def _begin(self, message: bytes, bearer: str | None,
                clients: dict[str, ClientView | None]) -> Answer | tuple[ncip.Request, ClientView]:
-        """The parsed request and the client behind it, or the answer that refuses it."""
+        """The parsed request and the client behind it, or the answer that refuses it.
+
+        A Bearer token is checked before the message is parsed: an unknown one is refused without
+        any work on the body (the answer is the same "Unknown or disabled client credential" that
+        follows the parse otherwise). A token in the InitiationHeader needs the parse, which the
+        codec bounds (`ncip.MAX_ELEMENTS`)."""
+        if bearer:
+            try:
+                if self._known(bearer, clients) is None:
+                    return Answer(ncip.message_problem(_UNKNOWN_CLIENT), problem=_UNKNOWN_CLIENT.type.value)
+            except RegisterUnavailable:
+                pass  # answered after the parse, as the service's Problem
         try:
             request = ncip.parse_request(message, max_size=self.max_body_bytes)
         except ncip.NCIPError as exc:
@@ -276,15 +288,19 @@ class Responder:
         if not token:
             raise Refused(Problem(s.AGENCY_AUTHENTICATION_FAILED, detail="No client credential: send "
                                   "Authorization: Bearer <token> or InitiationHeader/FromAgencyAuthentication"))
-        if token not in known:
-            known[token] = self.register.authenticate_client(token) if len(token) <= 200 else None
-        client = known[token]
+        client = self._known(token, known)
         if client is None:
-            raise Refused(Problem(s.AGENCY_AUTHENTICATION_FAILED, detail="Unknown or disabled client credential"))
+            raise Refused(_UNKNOWN_CLIENT)
         if header.from_agency_id is not None and not _same_library(header.from_agency_id, client.library_isil):
             raise Refused(Problem(s.AGENCY_AUTHENTICATION_FAILED, element="FromAgencyId",
                                   detail="FromAgencyId is not the library this client credential belongs to"))
         return client
+
+    def _known(self, token: str, known: dict[str, ClientView | None]) -> ClientView | None:
+        """The client holding ``token`` (None: none, or disabled), asked of the register once per batch."""
+        if token not in known:
+            known[token] = self.register.authenticate_client(token) if len(token) <= 200 else None
+        return known[token]
 
     def _serve(self, request: ncip.Request, actor: Actor) -> bytes:
         header, rid = request.header, self.agency_id

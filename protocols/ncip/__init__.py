@@ -23,11 +23,14 @@ from .build import (
     xs_datetime,
 )
 from .parse import (
+    MAX_ELEMENTS,
+    MAX_REPEATED,
     MAX_SIZE,
     MessageTooLarge,
     NCIPError,
     NCIPSyntaxError,
     RequestProblem,
+    TooManyElements,
     UnknownService,
     parse_request,
 )
@@ -59,7 +62,7 @@ from .schemes import (
 
 __all__ = [
     "schemes", "parse_request", "MAX_SIZE", "NCIPError", "NCIPSyntaxError", "MessageTooLarge",
-    "UnknownService", "RequestProblem",
+    "TooManyElements", "MAX_ELEMENTS", "MAX_REPEATED", "UnknownService", "RequestProblem",
     "Request", "InitiationHeader", "UserRef", "Name", "Address", "Privilege", "UserFields",
     "LookupUser", "LookupAgency", "CreateUser", "UpdateUser", "DeleteUser", "UnsupportedRequest",
     "UserView", "AddressView", "PrivilegeView", "BlockView", "AgencyView",

@@ -9,11 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from protocols.ncip import (
+    MAX_ELEMENTS,
+    MAX_REPEATED,
     MAX_SIZE,
     LookupUser,
     MessageTooLarge,
     NCIPError,
     NCIPSyntaxError,
+    TooManyElements,
     UserRef,
     parse_request,
     schemes,
@@ -222,3 +225,52 @@ def test_random_ncip_shaped_messages(service, trees):
         return
     assert request.service == service
     hash(request)  # frozen all the way down
+
+
+# ---------------------------------------------------------------------- bounded work (issue 9)
+def lookup_with_types(n: int, name: str = "UserElementType", text: str = "User Id") -> bytes:
+    """A LookupUser with ``n`` elements ``name`` (besides its one UserId, if ``name`` is another)."""
+    card = "" if name == "UserId" else "<UserId><UserIdentifierValue>N000123456</UserIdentifierValue></UserId>"
+    return (f'<NCIPMessage xmlns="{NS}"><LookupUser>{card}' + f"<{name}>{text}</{name}>" * n
+            + "</LookupUser></NCIPMessage>").encode()
+
+
+def test_more_elements_than_the_cap_are_refused_before_any_walk():
+    """7,000 UserElementType in 255 KB: refused as syntax right after libxml2 read them, in a few ms
+    (walking them in Python took 35 ms and held the GIL)."""
+    body = lookup_with_types(7000, text="x")
+    assert len(body) < MAX_SIZE
+    assert parse_request(lookup_with_types(40)).element_types == {schemes.UserElementType.USER_ID}
+    started = time.thread_time()
+    for _ in range(10):
+        with pytest.raises(TooManyElements) as e:
+            parse_request(body)
+    assert (time.thread_time() - started) / 10 < 0.01
+    assert e.value.problem.type == schemes.INVALID_MESSAGE_SYNTAX_ERROR
+    assert f"more than {MAX_ELEMENTS} elements" in (e.value.problem.detail or "")
+    assert isinstance(e.value, NCIPSyntaxError)  # answered as a message-level Problem
+
+
+@pytest.mark.parametrize("name", ["UserElementType", "UserId", "AuthenticationInput", "Foo"])
+def test_a_repeated_element_over_its_cap_is_refused(name):
+    assert parse_request(lookup_with_types(MAX_REPEATED, name)).service == "LookupUser"
+    body = lookup_with_types(MAX_REPEATED + 1, name)
+    if name == "Foo":  # not one the parser looks for: only the total cap applies
+        assert parse_request(body).service == "LookupUser"
+        return
+    with pytest.raises(TooManyElements) as e:
+        parse_request(body)
+    assert e.value.problem.type == schemes.INVALID_MESSAGE_SYNTAX_ERROR
+    assert f"More than {MAX_REPEATED} {name} elements in LookupUser" == e.value.problem.detail
+
+
+def test_the_largest_message_under_the_caps_is_cheap():
+    """Just under the element cap, the costliest shape (repeated children the parser walks): a few ms."""
+    per = MAX_REPEATED
+    groups = "".join(f"<UserId><UserIdentifierValue>N{i:09d}</UserIdentifierValue></UserId>"
+                     for i in range(per)) + "<UserElementType>User Id</UserElementType>" * per
+    body = f'<NCIPMessage xmlns="{NS}"><LookupUser>{groups}</LookupUser></NCIPMessage>'.encode()
+    started = time.thread_time()
+    for _ in range(10):
+        parse_request(body)
+    assert (time.thread_time() - started) / 10 < 0.01
