@@ -645,3 +645,17 @@ def test_a_lookup_by_an_unregistered_national_id_is_audited(reg):
         reg.find_patron_by_national_id(OPERATOR, nid(17))
     last = reg.audit_events()[-1]
     assert (last.action, last.outcome) == ("patron_lookup_national_id", "not_found")
+
+
+def test_the_innsyn_copy_shows_times_in_oslo_with_the_offset(reg):
+    """One time policy (issue 9, item 10): stored in UTC, shown to people in Europe/Oslo."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    p = add_patron(reg, 0, OSLO)
+    exported = reg.export_patron(OPERATOR, p.card)
+    oslo = datetime.now(ZoneInfo("Europe/Oslo")).strftime("%z")
+    offset = f"{oslo[:3]}:{oslo[3:]}"
+    assert exported["exported_at"].endswith(offset)
+    assert exported["created_at"].endswith(offset)
+    assert all(e["at"].endswith(offset) for e in exported["audit"])

@@ -14,6 +14,7 @@ from gateway.register.models import (
     Change,
     utcnow,
 )
+from gateway.register.settings import OSLO
 from gateway.register.views import (
     jsonable,
 )
@@ -33,12 +34,12 @@ class Innsyn(Area):
             view = self._patron_view(patron, with_national_id=True)
             events = s.scalars(select(AuditEvent).where(AuditEvent.patron_id == patron.id).order_by(AuditEvent.id))
             changes = s.scalars(select(Change).where(Change.patron_id == patron.id).order_by(Change.id))
-            out: dict[str, Any] = jsonable(view)
+            out: dict[str, Any] = jsonable(view, OSLO)
             out.pop("card_status", None)
             out.pop("has_pin", None)
             out["pin"] = "set (stored only as a slow hash)" if view.has_pin else "not set"
-            out["audit"] = [jsonable(audit.event_view(e)) for e in events]
-            out["changes"] = [jsonable(audit.change_view(c)) for c in changes]
-            out["exported_at"] = utcnow().isoformat()
+            out["audit"] = [jsonable(audit.event_view(e), OSLO) for e in events]
+            out["changes"] = [jsonable(audit.change_view(c), OSLO) for c in changes]
+            out["exported_at"] = utcnow().astimezone(OSLO).isoformat(timespec="seconds")
             out["note"] = "The register stores nothing about loans, reservations or fines."
             return out

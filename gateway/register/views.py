@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -22,15 +22,17 @@ ENCODINGS = ("utf-8", "cp850", "latin-1")
 CONTACT_CHANNELS = fields.CONTACT_CHANNELS
 
 
-def jsonable(value: Any) -> Any:
-    """A view (or anything made of them) as JSON-ready data."""
+def jsonable(value: Any, tz: tzinfo | None = None) -> Any:
+    """A view (or anything made of them) as JSON-ready data; with ``tz``, times shown in that zone."""
     if hasattr(value, "__dataclass_fields__"):
-        return {k: jsonable(v) for k, v in asdict(value).items()}
+        return {k: jsonable(v, tz) for k, v in asdict(value).items()}
     if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v, tz) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (date, datetime)):
+        return [jsonable(v, tz) for v in value]
+    if isinstance(value, datetime):
+        return (value.astimezone(tz) if tz is not None else value).isoformat()
+    if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Enum):
         return value.value
