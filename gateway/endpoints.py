@@ -96,27 +96,30 @@ def source_group(host: str) -> str:
     """The source a connection is counted against for per-source caps and throttles: the IPv4
     address, or the /64 network of an IPv6 one (a single host usually holds a whole /64); an
     IPv4-mapped IPv6 address counts as its IPv4 address. Anything else (a unix socket) as given."""
+    address = ip_address(host)
+    if address is None:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in ``host`` (an IPv6 zone dropped, an IPv4-mapped one as IPv4); None if none."""
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def _is_loopback(interface: str) -> bool:
     if interface.lower() == "localhost":
         return True
-    try:
-        address = ipaddress.ip_address(interface.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
+    address = ip_address(interface)
+    return address is not None and address.is_loopback
 
 
 def _unwrap_proxy(description: str) -> tuple[str, bool]:
@@ -243,13 +246,8 @@ def parse_networks(cidrs: list[str]) -> list[ipaddress.IPv4Network | ipaddress.I
 
 
 def in_networks(host: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
+    address = ip_address(host)
+    return address is not None and any(address in network for network in networks)
 
 
 class _OnlyFrom(protocol.Factory):

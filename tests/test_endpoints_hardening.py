@@ -5,7 +5,6 @@ over TCP on the listeners `nlr serve` builds."""
 
 from __future__ import annotations
 
-import datetime as dt
 import resource
 import select
 import shutil
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_helpers import Daemon, _env, free_port, run_serve, write_config
+from daemon_helpers import Daemon, _env, free_port, run_serve, self_signed, write_config
 from sip2_server_helpers import PASSWORD, Client, open_register, over_tcp
 from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
@@ -286,24 +285,6 @@ def test_at_the_total_cap_healthz_from_127_0_0_1_is_still_answered(servers):
 
 
 # ---------------------------------------------------------------------- finding 7: TLS suites
-def _rsa_certificate(folder: Path) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
-    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
 def handshake(port: int, ciphers: str | None = None, tls12: bool = True) -> tuple[str, str]:
     """A real TLS client offering only ``ciphers`` (TLS 1.2 at most, unless not ``tls12``): the
     version and suite agreed, or ssl.SSLError."""
@@ -328,7 +309,7 @@ def test_tls_listeners_refuse_suites_without_forward_secrecy_or_aead(database_ur
                                                                      tmp_path: Path, daemons: list[Daemon]) -> None:
     """Static RSA key exchange and CBC with SHA-1 are refused on SIP2 and HTTP ssl: listeners;
     ECDHE with AES-GCM, and TLS 1.3, are accepted; tls.ciphers narrows the TLS 1.2 list."""
-    _rsa_certificate(tmp_path / "tls")
+    self_signed(tmp_path / "tls", rsa=True)
     http, sip2 = free_port(), free_port()
     tls = ":privateKey=tls/key.pem:certKey=tls/cert.pem"
     cfg = write_config(tmp_path / "nlr.yaml", database_url, keys_path, http=[f"ssl:{http}:interface=127.0.0.1{tls}"],

@@ -8,7 +8,6 @@ shared test server is never stopped: closing the proxy is "database down", re-op
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import signal
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_helpers import Daemon, free_port, get, run_serve, start, write_config
+from daemon_helpers import Daemon, free_port, get, run_serve, self_signed, start, write_config
 from db_proxy import DatabaseProxy
 
 from gateway.config import Config, ConfigError, HTTPConfig, SIP2Config
@@ -168,30 +167,12 @@ def test_allow_plaintext_lets_the_operator_bind_beyond_loopback(database_url: st
     assert daemon.stop(signal.SIGTERM) == 0
 
 
-def _self_signed(folder: Path) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
-    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_tls_listener_anywhere_with_paths_relative_to_the_config(database_url: str, keys_path: Path, tmp_path: Path,
                                                                  daemons: list[Daemon]) -> None:
     """ssl: may listen on every interface; its key files are found beside the config file, whatever
     the working folder; SIGINT stops the daemon as SIGTERM does."""
-    _self_signed(tmp_path / "etc" / "tls")
+    self_signed(tmp_path / "etc" / "tls")
     port = free_port()
     cfg = write_config(tmp_path / "etc" / "nlr.yaml", database_url, keys_path,
                        http=[f"ssl:{port}:interface=0.0.0.0:privateKey=tls/key.pem:certKey=tls/cert.pem"])
