@@ -491,3 +491,29 @@ def test_sources_ipv6_by_64(host: str, key: str) -> None:
 
     assert source_key(Address(host)) == key
 
+
+
+# ---------------------------------------------------------------------- the log under refused traffic
+def test_refused_requests_cannot_fill_the_log(served: Served) -> None:
+    """A client looping unauthenticated NCIP posts and 404s, each with 4 KB of URL, Referer and
+    User-Agent, wrote about 12 KB of log per request (40 MB in 3 s). Refused requests are now
+    counted (a line per 10 s); an answered request keeps its access line, its long fields cut."""
+    before = len(served.log())
+    junk = "x" * 4096
+    conn = http.client.HTTPConnection("127.0.0.1", served.http_port, timeout=10)
+    try:
+        for i in range(300):
+            path = f"/ncip?{junk}" if i % 2 else f"/nowhere/{junk}"
+            conn.request("POST" if i % 2 else "GET", path, body=b"<x/>" if i % 2 else None,
+                         headers={"User-Agent": junk, "Referer": junk})
+            conn.getresponse().read()
+    finally:
+        conn.close()
+    time.sleep(0.3)
+    grown = len(served.log()) - before
+    assert grown < 20_000, grown  # a few counted lines, not 300 × 12 KB
+    status, _, _ = served.request("GET", "/healthz?" + junk, headers={"User-Agent": junk})
+    assert status == 200
+    time.sleep(0.3)
+    last = served.log().rstrip().splitlines()[-1]
+    assert "/healthz?" in last and len(last) < 1000, last[:300]

@@ -45,23 +45,27 @@ def _bearer(request: server.Request) -> str | None:
     return token.strip().decode("latin-1")
 
 
+FORM_CPU_SECONDS = 0.01
+
+
 class _Tally:
     """Counts an event and logs it at most once per ``every`` seconds, with the count since the last
-    line (as the site's refusal lines): a client looping hostile forms costs a line per 10 s."""
+    line (as the site's refusal lines): a client looping hostile requests costs a line per 10 s."""
 
-    def __init__(self, every: float = 10.0) -> None:
-        self.every, self.count, self._last = every, 0, -every
+    def __init__(self, what: str, every: float = 10.0) -> None:
+        self.what, self.every, self.count, self._last = what, every, 0, -every
 
-    def note(self) -> None:
+    def note(self, last: str = "") -> None:
         self.count += 1
         now = time.monotonic()
         if now - self._last >= self.every:
-            log.warn("NCIP: {n} form(s) not parsed, over their CPU budget of {budget} s, in the last {s:.0f} s",
-                     n=self.count, budget=FORM_CPU_SECONDS, s=min(now - self._last, self.every))
+            log.warn("NCIP: {n} {what} in the last {s:.0f} s{last}", n=self.count, what=self.what,
+                     s=min(now - self._last, self.every), last=f" (last: {last})" if last else "")
             self.count, self._last = 0, now
 
 
-_over_budget = _Tally()
+_over_budget = _Tally(f"form(s) not parsed, over their CPU budget of {FORM_CPU_SECONDS} s")
+_anonymous = _Tally("message(s) refused before a client credential was accepted")
 
 
 class _FormDone(Exception):
@@ -74,7 +78,6 @@ class _FormDone(Exception):
 # The urlencoded decoder needs none: it runs at C speed (a few ms at most for 256 KB of escapes).
 MAX_FORM_PARTS = 16
 MAX_FORM_FIELDS = 64
-FORM_CPU_SECONDS = 0.01
 _FORM_SLICE = 4096
 # A value with a malformed escape ("%" not followed by two hex digits) is decoded by urllib, in
 # Python, at about 0.4 µs an escape: only when it holds at most this many (2 ms at most).
@@ -291,9 +294,13 @@ class NCIPResource(resource.Resource):
         return body
 
     def _send(self, answer: Answer, request: server.Request) -> bytes:
-        if answer.problem:
+        if answer.problem and answer.client is None:
+            # refused before any credential: counted, not a line each (nor an access line each)
+            request.nlr_anonymous = True  # type: ignore[attr-defined]
+            _anonymous.note(answer.problem)
+        elif answer.problem:
             log.info("NCIP {service} from {client}: {problem}", service=answer.service or "message",
-                     client=answer.client or "unauthenticated", problem=answer.problem)
+                     client=answer.client, problem=answer.problem)
         request.setResponseCode(200)
         request.setHeader(b"content-type", CONTENT_TYPE)
         request.setHeader(b"cache-control", b"no-store")
