@@ -23,15 +23,16 @@ CONTACT_CHANNELS = fields.CONTACT_CHANNELS
 
 
 def jsonable(value: Any, tz: tzinfo | None = None) -> Any:
-    """A view (or anything made of them) as JSON-ready data; with ``tz``, times shown in that zone."""
+    """A view (or anything made of them) as JSON-ready data; with ``tz``, times as people read them:
+    in that zone, to the second."""
     if hasattr(value, "__dataclass_fields__"):
         return {k: jsonable(v, tz) for k, v in asdict(value).items()}
     if isinstance(value, dict):
         return {k: jsonable(v, tz) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v, tz) for v in value]
-    if isinstance(value, datetime):
-        return (value.astimezone(tz) if tz is not None else value).isoformat()
+    if isinstance(value, datetime):  # shown to people (``tz``): to the second
+        return value.astimezone(tz).isoformat(timespec="seconds") if tz is not None else value.isoformat()
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Enum):
