@@ -13,7 +13,6 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import fields, is_dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -126,16 +125,8 @@ def _day(at: datetime) -> str:
 
 
 def _shown(value: Any) -> Any:
-    """Like `jsonable`, with every time in Europe/Oslo (the one policy: stored UTC, shown Oslo)."""
-    if isinstance(value, datetime):
-        return _when(value) if value.tzinfo else value.isoformat()
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _shown(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, dict):
-        return {k: _shown(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_shown(v) for v in value]
-    return jsonable(value)
+    """As `jsonable`, with every time in Europe/Oslo (the one policy: stored UTC, shown Oslo)."""
+    return jsonable(value, OSLO)
 
 
 def _emit(args: argparse.Namespace, value: Any, human: Callable[[], str]) -> None:

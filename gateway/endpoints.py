@@ -32,6 +32,7 @@ from twisted.python.filepath import FilePath
 from zope.interface import directlyProvides, implementer, providedBy
 
 from gateway.config import Config, ConfigError
+from gateway.quiet import Quiet
 
 log = Logger(namespace="nlr")
 
@@ -256,8 +257,6 @@ class _OnlyFrom(protocol.Factory):
     10 s, with a count."""
 
     def __init__(self, wrapped: interfaces.IProtocolFactory, networks: list[Any], key: str, reactor: Any) -> None:
-        from gateway.sip2.quiet import Quiet
-
         self.wrapped, self.networks, self.key = wrapped, networks, key
         self.refusals = Quiet(reactor.seconds)
 
@@ -395,8 +394,6 @@ class _ProxyHeaderFactory(WrappingFactory):
     def __init__(self, wrapped: interfaces.IProtocolFactory, reactor: Any) -> None:
         super().__init__(wrapped)
         self.reactor = reactor
-        from gateway.sip2.quiet import Quiet
-
         self.slow = Quiet(reactor.seconds)
 
     def buildProtocol(self, addr: Any) -> _ProxyHeaderFirst:

@@ -23,6 +23,7 @@ from twisted.web import resource, server
 
 from gateway.blocking import RegisterCalls
 from gateway.ncip.responder import Answer, Responder
+from gateway.quiet import Quiet
 from gateway.register import Register
 from gateway.register.errors import RegisterUnavailable
 from protocols import ncip
@@ -53,15 +54,14 @@ class _Tally:
     line (as the site's refusal lines): a client looping hostile requests costs a line per 10 s."""
 
     def __init__(self, what: str, every: float = 10.0) -> None:
-        self.what, self.every, self.count, self._last = what, every, 0, -every
+        self.what, self.every = what, every
+        self.quiet = Quiet(time.monotonic, every)
 
     def note(self, last: str = "") -> None:
-        self.count += 1
-        now = time.monotonic()
-        if now - self._last >= self.every:
-            log.warn("NCIP: {n} {what} in the last {s:.0f} s{last}", n=self.count, what=self.what,
-                     s=min(now - self._last, self.every), last=f" (last: {last})" if last else "")
-            self.count, self._last = 0, now
+        allowed, held = self.quiet.allow()
+        if allowed:
+            log.warn("NCIP: {n} {what} in the last {s:.0f} s{last}", n=held + 1, what=self.what, s=self.every,
+                     last=f" (last: {last})" if last else "")
 
 
 _over_budget = _Tally(f"form(s) not parsed, over their CPU budget of {FORM_CPU_SECONDS} s")

@@ -24,11 +24,11 @@ import protocols.sip2 as sip2
 from gateway.blocking import RegisterCalls
 from gateway.config import SIP2Config
 from gateway.endpoints import source_group, total_cap
+from gateway.quiet import Quiet
 from gateway.register import Register
 from gateway.register.views import Actor, Decision, DecisionRequest, TerminalView
 from gateway.sip2 import answers, handlers
 from gateway.sip2.handlers import Answer
-from gateway.sip2.quiet import Quiet
 from gateway.sip2.throttle import LoginThrottle
 from protocols.sip2 import Message
 

@@ -23,7 +23,7 @@ from zope.interface import provider
 from gateway.blocking import RegisterCalls
 from gateway.endpoints import source_group, total_cap
 from gateway.ncip import NCIPResource
-from gateway.sip2.quiet import Quiet
+from gateway.quiet import Quiet
 
 if TYPE_CHECKING:
     from gateway.register import Register
