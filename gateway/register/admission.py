@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gateway.register import activation, actors, audit, decisions, fields, pins
+from gateway.register import activation, actors, audit, decisions, fields, pins, records
 from gateway.register.actors import Actor
 from gateway.register.context import Area
 from gateway.register.errors import (
@@ -227,8 +227,7 @@ class Admission(Area):
                 audit.record(s, actor, Action.PATRON_ACTIVATE, "self_activation_off", patron=facts.patron_id,
                              card=facts.number)
             else:
-                if self._postgres:  # two simultaneous 25s activate once
-                    s.execute(select(Patron.id).where(Patron.id == facts.patron_id).with_for_update())
+                records.lock_patron(s, facts.patron_id)  # two simultaneous 25s activate once
                 patron = s.get(Patron, facts.patron_id)
                 assert patron is not None
                 lib = s.get(Library, facts.library.id)
@@ -240,8 +239,8 @@ class Admission(Area):
                 reason = _reason(facts, pin_result, door, pin_required, now)
         if reason is Reason.GRANTED:
             if facts.activation_id is None:  # first authenticated use at an auto-activation library
-                if self._postgres:  # lock first, so two simultaneous first uses activate once and both say so right
-                    s.execute(select(Patron.id).where(Patron.id == facts.patron_id).with_for_update())
+                # lock first, so two simultaneous first uses activate once and both say so right
+                records.lock_patron(s, facts.patron_id)
                 patron, lib = s.get(Patron, facts.patron_id), s.get(Library, facts.library.id)
                 assert patron is not None and lib is not None
                 try:

@@ -3,6 +3,7 @@ decoy hash; ``Area`` is the base of the area classes that the ``Register`` facad
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +42,6 @@ class Area:
         self._tx = context.store.session
         self._core_tx = context.store.core
         self._read = context.store.read
-        self._postgres = context.store.postgres
         self._decoy_hash = context.decoy_hash
 
     def _patron_view(self, patron: Patron, card: Card | None = None, *, with_national_id: bool = False) -> PatronView:
@@ -63,8 +63,6 @@ class Area:
     def _claim_pin(self, read: Any, now: datetime) -> tuple[Any, pins.Claim]:
         """Step 1 of a PIN check (gateway.register.pins), retried while every place is taken by
         checks under way. ``read(s)`` returns (facts, patron id or None, stored hash, card active)."""
-        import time
-
         for attempt in range(pins.BUSY_RETRIES + 1):
             with self._tx() as s:
                 facts, patron_id, stored, active = read(s)

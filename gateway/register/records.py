@@ -27,9 +27,16 @@ def card_row(s: Session, card: str, *, lock: bool = False) -> Card:
     row = s.get(Card, number)
     if row is None or row.status == CardStatus.DELETED:
         raise NotFound(f"card {number} is not in the register")
-    if lock and s.get_bind().dialect.name == "postgresql":
-        s.execute(select(Patron.id).where(Patron.id == row.patron_id).with_for_update())
+    if lock:
+        lock_patron(s, row.patron_id)
     return row
+
+
+def lock_patron(s: Session, patron_id: int) -> None:
+    """Lock the patron's row until the commit, so concurrent changes to one patron queue
+    (PostgreSQL; SQLite has one writer at a time)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(select(Patron.id).where(Patron.id == patron_id).with_for_update())
 
 
 def patron_of(s: Session, card: str, *, lock: bool = False) -> tuple[Patron, Card]:
