@@ -29,7 +29,7 @@ from gateway.register import Register
 from gateway.register.views import Actor, Decision, DecisionRequest, TerminalView
 from gateway.sip2 import answers, handlers
 from gateway.sip2.handlers import Answer
-from gateway.sip2.throttle import LoginThrottle
+from gateway.throttle import LoginThrottle
 from protocols.sip2 import Message
 
 log = Logger(namespace="nlr.sip2")

@@ -1,4 +1,5 @@
-"""The failed-login throttle shared by every SIP2 listener of a daemon (sip2.md A.1)."""
+"""The failed-login throttle: one for every SIP2 listener of a daemon (sip2.md A.1), one for the
+patron page's logins (`gateway.web.minside`). Per process, like the connection caps."""
 
 from __future__ import annotations
 
