@@ -379,10 +379,12 @@ def test_revoke_door_only_by_the_library_itself_where_the_card_is_active(reg):
 
 def test_patron_changes_own_home_library(reg):
     p = add_patron(reg, 0, OSLO)
+    reg.activate(client(BERGEN), p.card, BERGEN)  # issue 10: only among the libraries the card is activated at
     moved = reg.set_home_library(patron_actor(p.card), p.card, "2120100")
     assert moved.home_library_isil == BERGEN
     bergen = moved.activation_at(BERGEN)
-    assert bergen is not None and bergen.home and bergen.channel == "web"
+    assert bergen is not None and bergen.home and bergen.channel == "ncip"
+    assert reg.audit_events(p.card)[-1].actor == f"patron:{p.card}"
     assert moved.activation_at(OSLO) is not None and not moved.activation_at(OSLO).home
     assert "home_library" in [c.kind for c in reg.changes()]
 
@@ -525,7 +527,9 @@ def test_export_holds_everything_and_who_looked_the_patron_up(reg):
                                    nid(0, date(1985, 3, 14)))
     reg.decide(terminal(OSLO, "kiosk-7"), p.card, PIN)
     out = reg.export_patron(patron_actor(p.card), p.card)
-    assert out["national_id"] == nid(0, date(1985, 3, 14))
+    full = nid(0, date(1985, 3, 14))
+    assert out["national_id"] == full[:6] + "*****"  # issue 10: a card + PIN login sees it masked
+    assert reg.export_patron(OPERATOR, p.card)["national_id"] == full
     assert out["surname"] == "Nordmann0" and out["email"] == "kari@example.org" and out["postal_code"] == "0155"
     assert out["home_library_isil"] == OSLO
     assert {a["library_isil"] for a in out["activations"]} == {OSLO, BERGEN}

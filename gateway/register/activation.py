@@ -65,7 +65,7 @@ def revoke_door_in(s: Session, actor: Actor, patron: Patron, row: Card, lib: Lib
 
 
 def set_home_library_in(s: Session, actor: Actor, patron: Patron, row: Card, lib: Library) -> None:
-    actors.require_may_change_home_library(actor, patron)
+    actors.require_may_change_home_library(actor, patron, lib.isil)
     activate_at(s, actor, patron, lib)
     patron.home_library_id = lib.id
     patron.updated_at = utcnow()

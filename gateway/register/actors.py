@@ -105,10 +105,12 @@ def require_may_change(actor: Actor, patron: Patron) -> None:
                             "activate the card there first")
 
 
-def require_may_change_home_library(actor: Actor, patron: Patron) -> None:
-    """The patron themself, an affiliated library, or the operator."""
+def require_may_change_home_library(actor: Actor, patron: Patron, isil: str) -> None:
+    """The patron themself (to a library the card is activated at), an affiliated library, or the operator."""
     if actor.kind == "patron":
         require_own(actor, (c.number for c in patron.cards), "a patron may change only their own home library")
+        if not is_affiliated(patron, isil):
+            raise NotAffiliated(f"the card is not activated at {isil}; choose one of the libraries it is activated at")
     else:
         require_may_change(actor, patron)
 

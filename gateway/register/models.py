@@ -236,3 +236,20 @@ class Change(Base):
     card_number: Mapped[str] = mapped_column(String(10))
     library_isil: Mapped[str | None] = mapped_column(String(16))
     kind: Mapped[str] = mapped_column(String(30))
+
+
+class WebSession(Base):
+    """A patron logged in on the self-service page ("Min side"). Only a SHA-256 of the session id is
+    stored, so a copy of the table opens no session; any gateway process serves it."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (Index("web_sessions_by_patron", "patron_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    patron_id: Mapped[int] = mapped_column(ForeignKey("patrons.id"))
+    card_number: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When it ended: logged out, or ended by a PIN change, a lost card, a block or deletion.
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

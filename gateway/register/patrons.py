@@ -9,7 +9,7 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gateway.register import activation, actors, audit, crypto, fields, records, series
+from gateway.register import activation, actors, audit, crypto, fields, records, series, sessions
 from gateway.register.actors import Actor
 from gateway.register.context import Area
 from gateway.register.errors import (
@@ -267,6 +267,8 @@ class Patrons(Area):
             if patron.blocked != blocked or patron.block_reason != reason:
                 patron.blocked, patron.block_reason, patron.updated_at = blocked, reason if blocked else None, utcnow()
                 audit.change(s, patron, ChangeKind.BLOCKED if blocked else ChangeKind.UNBLOCKED, actor)
+            if blocked and actor.kind == "operator":  # the operator blocks for misuse: out of Min side too
+                sessions.end_in(s, patron.id)
             s.flush()
             audit.record(s, actor, Action.PATRON_BLOCK if blocked else Action.PATRON_UNBLOCK, "ok", patron=patron,
                          card=row.number)
@@ -279,6 +281,7 @@ class Patrons(Area):
             if row.status == CardStatus.ACTIVE:
                 row.status, row.status_changed_at = CardStatus.LOST, utcnow()
                 audit.change(s, patron, ChangeKind.CARD_LOST, actor)
+                sessions.end_in(s, patron.id)
             audit.record(s, actor, Action.CARD_LOST, "ok", patron=patron, card=row.number)
             s.flush()
             return self._patron_view(patron, row)
@@ -315,6 +318,7 @@ class Patrons(Area):
             for old in patron.cards:
                 if old.status == CardStatus.ACTIVE:
                     old.status, old.status_changed_at = CardStatus.REPLACED, utcnow()
+            sessions.end_in(s, patron.id)
             new = Card(number=number, patron_id=patron.id, library_id=lib.id)
             s.add(new)
             patron.cards.append(new)
@@ -342,5 +346,6 @@ class Patrons(Area):
             for c in patron.cards:
                 c.status, c.status_changed_at = CardStatus.DELETED, utcnow()
             s.execute(delete(Activation).where(Activation.patron_id == patron.id))
+            sessions.forget_in(s, patron.id)
             audit.record(s, actor, Action.PATRON_DELETE, "ok", patron=patron, card=row.number)
             return row.number

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from gateway.register import actors, audit, crypto, fields, pins, records
+from gateway.register import actors, audit, crypto, fields, pins, records, sessions
 from gateway.register.actors import Actor
 from gateway.register.context import Area
 from gateway.register.errors import AuthenticationFailed, NotFound, PinLocked, RegisterError
@@ -21,11 +21,14 @@ from gateway.register.vocabulary import Action, CardStatus, ChangeKind, PinCheck
 _REFUSED = "card number or PIN is invalid"
 
 
-def set_pin_in(s: Session, actor: Actor, patron: Patron, number: str, pin_hash: str) -> None:
-    """Set the PIN (already hashed) in the caller's transaction; the lockout starts afresh."""
+def set_pin_in(s: Session, actor: Actor, patron: Patron, number: str, pin_hash: str, *,
+               keep_session: str | None = None) -> None:
+    """Set the PIN (already hashed) in the caller's transaction; the lockout starts afresh, and the
+    patron's self-service sessions end (but ``keep_session``, the one that changed it)."""
     s.execute(update(Patron).where(Patron.id == patron.id).values(
         pin_hash=pin_hash, pin_failures=0, pin_locked_until=None, updated_at=utcnow()
     ).execution_options(synchronize_session=False))
+    sessions.end_in(s, patron.id, keep=keep_session)
     audit.record(s, actor, Action.PIN_SET, "ok", patron=patron, card=number)
     audit.change(s, patron, ChangeKind.PIN_CHANGED, actor)
 

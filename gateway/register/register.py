@@ -13,6 +13,7 @@ Where each area lives:
     accounts.py    terminals, API clients, SIP2 login   audit.py       audit trail and change feed
     keys.py        re-encryption under a new key        actors.py      who may do what
     store.py       transactions and deadlines           fields.py      how each field is checked
+    self_service.py  the patron's own page (Min side)   sessions.py    its sessions, as others end them
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from gateway.register.libraries import Libraries
 from gateway.register.models import Card, Patron
 from gateway.register.patrons import Patrons
 from gateway.register.pin_codes import Pins
+from gateway.register.self_service import SelfService
 from gateway.register.series import Series
 from gateway.register.settings import Settings
 from gateway.register.store import Store
@@ -56,6 +58,9 @@ from gateway.register.views import (
     SeriesView,
     TerminalLogin,
     TerminalView,
+    TrailPage,
+    WebLogin,
+    WebSession,
 )
 from gateway.register.vocabulary import Action, PinCheck
 
@@ -77,6 +82,7 @@ class Register:
         self.admission = Admission(context, self)
         self.library_changes = LibraryChanges(context, self)
         self.innsyn = Innsyn(context, self)
+        self.self_service = SelfService(context, self)
         self.accounts = Accounts(context, self)
         self.audit = AuditTrail(context, self)
         self.key_rotation = Keys(context, self)
@@ -171,6 +177,23 @@ class Register:
 
     def change_patron(self, actor: Actor, card: str, change: LibraryChange, *, pin: str | None = None) -> str:
         return self.library_changes.change_patron(actor, card, change, pin=pin)
+
+    # ------------------------------------------------------------------ the patron's own page
+    def web_login(self, card: str, pin: str, *, max_seconds: int = 28800) -> WebLogin:
+        return self.self_service.web_login(card, pin, max_seconds=max_seconds)
+
+    def web_session(self, token: str, *, idle_seconds: int = 900, max_seconds: int = 28800) -> WebSession | None:
+        return self.self_service.web_session(token, idle_seconds=idle_seconds, max_seconds=max_seconds)
+
+    def web_logout(self, token: str) -> None:
+        self.self_service.web_logout(token)
+
+    def change_own_pin(self, actor: Actor, card: str, old_pin: str, new_pin: str, new_pin_again: str, *,
+                       keep_session: str | None = None) -> None:
+        self.self_service.change_own_pin(actor, card, old_pin, new_pin, new_pin_again, keep_session=keep_session)
+
+    def patron_trail(self, actor: Actor, card: str, *, page: int = 1, per_page: int = 50) -> TrailPage:
+        return self.self_service.patron_trail(actor, card, page=page, per_page=per_page)
 
     # ------------------------------------------------------------------ PINs and decisions
     def set_pin(self, actor: Actor, card: str, pin: str) -> None:

@@ -227,3 +227,56 @@ class ChangeView:
     card_number: str
     library_isil: str | None
     kind: str
+
+
+@dataclass(frozen=True)
+class WebLogin:
+    """A patron logged in on the self-service page: the new session id (the cookie's value, shown
+    this once; the register keeps only its hash), the form token bound to it, and the card."""
+
+    token: str = field(repr=False)
+    csrf: str = field(repr=False)
+    card: str
+
+
+@dataclass(frozen=True)
+class WebSession:
+    """A live self-service session: the card that logged in, the form token, the patron as the page
+    may show them (national id masked, a secret address left out), and when the session ends at the
+    latest if it is not used."""
+
+    card: str
+    csrf: str = field(repr=False)
+    patron: PatronView
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class TrailEntry:
+    """One line of "who has looked at or changed my data": when, at which library, through which
+    channel (``kiosk``, ``door``, ``ils``: a SIP2 terminal, ``who`` its login; ``ncip``: a library
+    system, ``who`` its name; ``operator``; ``web``: the patron on the self-service page; ``unknown``),
+    what (an Action value), the outcome, and the detail (the fields changed, a refusal's reason)."""
+
+    at: datetime
+    library_isil: str | None
+    library_name: str | None
+    channel: str
+    who: str
+    action: str
+    outcome: str
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class TrailPage:
+    """One page of a patron's trail, newest first."""
+
+    entries: tuple[TrailEntry, ...]
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
