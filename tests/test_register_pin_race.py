@@ -32,7 +32,7 @@ WRONG = "0000"
 def pin_burst(url: str, keys_path: str, card: str, barrier: Any, results: Any, process: int, right: bool) -> None:
     """A child process: its own engine and Register (a second gateway); THREADS threads released at
     once with the other process's (``barrier`` holds every thread of both), each sending one PIN as
-    a kiosk (SIP2 23), a door or a library system (NCIP card + PIN) would; with ``right``, one of
+    a kiosk (SIP2 23), a door, a library system (NCIP card + PIN) or a Min side login would; with ``right``, one of
     them the right PIN. Puts (process, [outcome, …]) on ``results``; never raises."""
     import traceback
 
@@ -50,10 +50,13 @@ def pin_burst(url: str, keys_path: str, card: str, barrier: Any, results: Any, p
 
         def guess(i: int) -> None:
             pin = PIN if right and process == 0 and i == THREADS // 2 else WRONG
-            kind = ("kiosk", "door", "ncip")[i % 3]
+            kind = ("kiosk", "door", "ncip", "web")[i % 4]
             barrier.wait(timeout=30)
             try:
-                if kind == "ncip":
+                if kind == "web":  # a login on Min side (issue 10)
+                    reg.web_login(card, pin)
+                    outcome = "ok"
+                elif kind == "ncip":
                     reg.check_pin(Actor("client", "ils", OSLO, frozenset({"lookup", "update"})), card, pin)
                     outcome = "ok"
                 else:

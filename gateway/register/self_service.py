@@ -13,7 +13,7 @@ PIN, locked PIN, lost or replaced card all cost the same and differ only in what
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -48,6 +48,11 @@ def for_the_page(view: PatronView) -> PatronView:
                                    country=None, temp_address_line1=None, temp_postal_code=None, temp_city=None,
                                    temp_address_until=None)
     return view
+
+
+def _aware(at: datetime) -> datetime:
+    """A time read with plain Core (SQLite hands it back naive: it is UTC)."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
 def _channel(label: str, profiles: dict[str, str]) -> tuple[str, str]:
@@ -93,29 +98,41 @@ class SelfService(Area):
 
     def web_session(self, token: str, *, idle_seconds: int = 900, max_seconds: int = 28800) -> WebSessionView | None:
         """The live session with this id, its idle timer restarted; None when there is none (unknown,
-        ended, timed out, or its card is no longer active, or the patron deleted)."""
+        ended, timed out, or its card is no longer active, or the patron deleted).
+
+        Read without the write lock; the last use is written at most every TOUCH_SECONDS."""
         if not token or len(token) > 100:
             return None
         now = utcnow()
-        with self._tx() as s:
-            found = s.scalar(select(WebSession).where(WebSession.token_hash == sessions.token_hash(token),
-                                                      WebSession.ended_at.is_(None)))
+        sessions_, cards, patrons = WebSession.__table__, Card.__table__, Patron.__table__
+        with self._read() as conn:
+            found = conn.execute(
+                select(sessions_.c.id, sessions_.c.patron_id, sessions_.c.card_number, sessions_.c.created_at,
+                       sessions_.c.last_seen_at, cards.c.status, patrons.c.deleted_at)
+                .join(cards, cards.c.number == sessions_.c.card_number)
+                .join(patrons, patrons.c.id == sessions_.c.patron_id)
+                .where(sessions_.c.token_hash == sessions.token_hash(token), sessions_.c.ended_at.is_(None))
+            ).one_or_none()
             if found is None:
                 return None
-            idle_end = found.last_seen_at + timedelta(seconds=idle_seconds)
-            hard_end = found.created_at + timedelta(seconds=max_seconds)
-            if now >= idle_end or now >= hard_end:
-                found.ended_at = now
-                return None
-            row = s.get(Card, found.card_number)
-            if row is None or row.status != CardStatus.ACTIVE or row.patron.deleted_at is not None:
-                found.ended_at = now
-                return None
-            if (now - found.last_seen_at).total_seconds() >= min(TOUCH_SECONDS, idle_seconds / 10):
-                found.last_seen_at = now
-                idle_end = now + timedelta(seconds=idle_seconds)
-            view = for_the_page(self._load_view(s, found.patron_id, found.card_number))
-            return WebSessionView(found.card_number, sessions.form_token(token), view, min(idle_end, hard_end))
+            created, last_seen = _aware(found.created_at), _aware(found.last_seen_at)
+            idle_end = last_seen + timedelta(seconds=idle_seconds)
+            hard_end = created + timedelta(seconds=max_seconds)
+            usable = (now < idle_end and now < hard_end and found.status == CardStatus.ACTIVE
+                      and found.deleted_at is None)
+            view = self._load_views(conn, [(found.patron_id, found.card_number)])[0] if usable else None
+        touch = usable and (now - last_seen).total_seconds() >= min(TOUCH_SECONDS, idle_seconds / 10)
+        if not usable or touch:
+            with self._tx() as s:
+                values = {"last_seen_at": now} if usable else {"ended_at": now}
+                s.execute(update(WebSession).where(WebSession.id == found.id, WebSession.ended_at.is_(None))
+                          .values(**values).execution_options(synchronize_session=False))
+        if view is None:
+            return None
+        if touch:
+            idle_end = now + timedelta(seconds=idle_seconds)
+        return WebSessionView(found.card_number, sessions.form_token(token), for_the_page(view),
+                              min(idle_end, hard_end))
 
     def web_logout(self, token: str) -> None:
         """End the session with this id (nothing happens for an unknown one)."""
