@@ -97,6 +97,8 @@ def test_logout_ends_the_session(reg: Register) -> None:
     reg.web_logout(token)
     assert reg.web_session(token) is None
     reg.web_logout("no such session")
+    login(reg, card)  # ended sessions are forgotten as new ones begin
+    assert raw_rows(reg, "SELECT count(*) FROM web_sessions WHERE ended_at IS NOT NULL") == [(0,)]
 
 
 @pytest.mark.parametrize("what", ["lost", "replaced", "operator_block", "deleted"])

@@ -32,6 +32,7 @@ from gateway.register.vocabulary import CardStatus
 # that reading a page is not always a write.
 TOUCH_SECONDS = 30.0
 MAX_PER_PAGE = 200
+SWEEP_ROWS = 500
 
 
 def patron_actor(card: str) -> Actor:
@@ -84,11 +85,15 @@ class SelfService(Area):
 
         def open_session(s: Session, patron: Patron, row: Card) -> WebLogin:
             now = utcnow()
-            # Sessions that can no longer be used are forgotten as new ones begin.
-            s.execute(delete(WebSession).where(or_(
-                WebSession.created_at < now - timedelta(seconds=max_seconds),
-                WebSession.ended_at < now - timedelta(seconds=max_seconds),
-            )).execution_options(synchronize_session=False))
+            # Sessions that can no longer be used are forgotten as new ones begin, a few hundred at a
+            # time; rows another login is deleting right now are skipped (PostgreSQL), never waited for.
+            stale = select(WebSession.id).where(or_(
+                WebSession.ended_at.is_not(None), WebSession.created_at < now - timedelta(seconds=max_seconds),
+            )).limit(SWEEP_ROWS)
+            if self.store.postgres:
+                stale = stale.with_for_update(skip_locked=True)
+            s.execute(delete(WebSession).where(WebSession.id.in_(stale.scalar_subquery()))
+                      .execution_options(synchronize_session=False))
             s.add(WebSession(token_hash=sessions.token_hash(token), patron_id=patron.id, card_number=row.number,
                              created_at=now, last_seen_at=now))
             return WebLogin(token, sessions.form_token(token), row.number)
