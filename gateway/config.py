@@ -50,8 +50,9 @@ class RegisterConfig:
 
 @dataclass(frozen=True)
 class LoginThrottleConfig:
-    """Failed SIP2 logins per source address in a sliding window (sip2.md A.1); attempts refused
-    while a source is blocked do not count, so it gets in one window after its last counted failure."""
+    """Failed logins per source address in a sliding window (SIP2: sip2.md A.1; the patron page:
+    issue 10); attempts refused while a source is blocked do not count, so it gets in one window
+    after its last counted failure."""
 
     failures: int = 10
     window_seconds: int = 300
@@ -104,6 +105,18 @@ class HTTPConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """The patron page ("Min side", ``/min-side/`` on the HTTP listeners, issue 10)."""
+
+    # A session ends after this many seconds without a page, and this many after its login whatever
+    # happens; both are enforced by the register, so every gateway process judges a session alike.
+    session_idle_seconds: int = 900
+    session_max_seconds: int = 28800
+    # Failed logins per source address (IPv6: per /64), as for SIP2; per process.
+    login_throttle: LoginThrottleConfig = field(default_factory=LoginThrottleConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     keys_file: str = "var/keys.yaml"
@@ -111,6 +124,7 @@ class Config:
     sip2: SIP2Config = field(default_factory=SIP2Config)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     # Folder that relative paths (keys_file, sqlite files) are resolved against.
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
     # Where the settings came from (the file's path, or "built-in defaults"), for error messages.
@@ -271,6 +285,23 @@ def _check_ranges(config: Config, source: str) -> None:
                 raise ConfigError(f"{source}: key '{section}.listen[{i}]' must not be empty "
                                   "(e.g. tcp:8080:interface=127.0.0.1)")
     _check_sip2_and_tls(config, source)
+    _check_web(config, source)
+
+
+def _check_web(config: Config, source: str) -> None:
+    """The patron page's session lifetimes and login throttle."""
+    web = config.web
+    for key, value, low, high in [
+        ("web.session_idle_seconds", web.session_idle_seconds, 1, 86400),
+        ("web.session_max_seconds", web.session_max_seconds, 1, 7 * 86400),
+        ("web.login_throttle.failures", web.login_throttle.failures, 1, 10_000),
+        ("web.login_throttle.window_seconds", web.login_throttle.window_seconds, 1, 86400),
+    ]:
+        if not low <= value <= high:
+            raise ConfigError(f"{source}: key '{key}' must be between {low} and {high}, not {value}")
+    if web.session_idle_seconds > web.session_max_seconds:
+        raise ConfigError(f"{source}: key 'web.session_idle_seconds' ({web.session_idle_seconds}) must not be more "
+                          f"than 'web.session_max_seconds' ({web.session_max_seconds})")
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

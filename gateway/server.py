@@ -99,7 +99,8 @@ def build_service(config: Config, register: Register, reactor: Any,
     site = build_site(register, reactor, calls=calls, health_timeout=float(config.database.connect_timeout),
                       max_body_bytes=http.max_body_bytes, header_timeout=http.header_timeout,
                       body_timeout=http.body_timeout, idle_timeout=http.idle_timeout,
-                      max_connections=http.max_connections, max_connections_per_source=http.max_connections_per_source)
+                      max_connections=http.max_connections, max_connections_per_source=http.max_connections_per_source,
+                      web=config.web)
     top.site = site  # type: ignore[attr-defined]  # shutdown waits for its requests
     sip2_factory = SIP2Factory(register, reactor, config.sip2, calls=calls)
     calls.listeners.append(sip2_factory.set_online)  # 98 says "offline" as soon as the pool does

@@ -1,4 +1,5 @@
-"""The daemon's HTTP site: ``GET /healthz``, ``POST /ncip`` (and, later, the patron page).
+"""The daemon's HTTP site: ``GET /healthz``, ``POST /ncip``, the patron page under ``/min-side/``
+(`gateway.web.minside`), and ``GET /``, which redirects there.
 
 Every register call the site makes goes through the daemon's one `RegisterCalls` pool, the same one
 the SIP2 listeners use, so the reactor thread never waits on the database and shutdown counts one
@@ -21,9 +22,11 @@ from twisted.web.iweb import IAccessLogFormatter
 from zope.interface import provider
 
 from gateway.blocking import RegisterCalls
+from gateway.config import WebConfig
 from gateway.endpoints import source_group, total_cap
 from gateway.ncip import NCIPResource
 from gateway.quiet import Quiet
+from gateway.web.minside import MinSide
 
 if TYPE_CHECKING:
     from gateway.register import Register
@@ -99,6 +102,19 @@ class Health(resource.Resource):
         waiter.addCallback(answer)
         waiter.addErrback(lambda f: log.failure("health answer failed", f))
         return server.NOT_DONE_YET
+
+
+class ToMinSide(resource.Resource):
+    """``GET /``: 303 to the patron page."""
+
+    isLeaf = True
+
+    def render_GET(self, request: server.Request) -> bytes:
+        request.setResponseCode(303)
+        request.setHeader(b"location", b"/min-side/")
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return b"See /min-side/\n"
 
 
 class Root(resource.Resource):
@@ -435,18 +451,25 @@ def build_site(register: Register, reactor: Any, *, calls: RegisterCalls | None 
                max_body_bytes: int = 256 * 1024, header_timeout: float = TrackingSite.header_timeout,
                body_timeout: float = TrackingSite.body_timeout, idle_timeout: float = 60.0,
                max_connections: int = TrackingSite.max_connections,
-               max_connections_per_source: int = TrackingSite.max_connections_per_source) -> TrackingSite:
+               max_connections_per_source: int = TrackingSite.max_connections_per_source,
+               web: WebConfig | None = None) -> TrackingSite:
     """The HTTP site over ``register``. ``calls`` is the daemon's pool of register calls; without
     one (tests, benchmarks) the site gets a pool of its own. The limits are the ``http:`` keys of
-    the config (seconds, bytes, connections)."""
+    the config (seconds, bytes, connections); ``web`` is the patron page's section."""
     if calls is None:
         calls = RegisterCalls(reactor)
+    web = web or WebConfig()
     root = Root()
+    root.putChild(b"", ToMinSide())
     root.putChild(b"healthz", Health(register, reactor, calls, timeout=health_timeout))
     root.putChild(b"ncip", NCIPResource(register, reactor, calls=calls, max_body_bytes=max_body_bytes))
+    root.putChild(b"min-side", MinSide(register, reactor, calls, idle_seconds=web.session_idle_seconds,
+                                       max_seconds=web.session_max_seconds,
+                                       throttle_failures=web.login_throttle.failures,
+                                       throttle_window=web.login_throttle.window_seconds))
     # twisted.web would parse every POST's Content-Type (with the email package) to fill request.args
-    # from forms; /ncip reads its few form posts itself, and so must any page added here that takes
-    # a form (request.args holds only the query string).
+    # from forms; /ncip and /min-side read their few form posts themselves, and so must any page
+    # added here that takes a form (request.args holds only the query string).
     site = TrackingSite(root, max_body_bytes=max_body_bytes, parsePOSTFormSubmission=False, timeout=idle_timeout,
                         logFormatter=bounded_access_line,
                         reactor=reactor)
