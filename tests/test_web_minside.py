@@ -393,6 +393,8 @@ async def test_every_page_carries_the_security_headers(site: Served) -> None:
     assert anonymous[2].code == 404 and pages[-1].code == 404
     assert (await v.get("/min-side/static/nope.css")).code == 404
     assert (await v.get("/min-side/logg-ut")).code == 405
+    head = await v.request("HEAD", "/min-side/")
+    assert head.code == 200 and head.body == b"" and head.header("cache-control") == "no-store"
 
 
 @pytest_twisted.ensureDeferred
@@ -407,6 +409,8 @@ async def test_forms_are_bounded(site: Served) -> None:
     assert (await v.post("/min-side/hjemmebibliotek", big)).code == 413
     xml = await v.request("POST", "/min-side/hjemmebibliotek", body=b"<x/>", headers={"content-type": "text/xml"})
     assert xml.code == 400
+    huge = await v.post("/min-side/hjemmebibliotek", {"csrf": token, "library": BERGEN, "pad": "x" * 300_000})
+    assert huge.code == 413 and huge.header("content-security-policy") == CSP.decode()  # over the site's cap
     assert site.register.find_patron(OPERATOR, kari).home_library_isil == OSLO
 
 

@@ -247,7 +247,7 @@ class MinSide(resource.Resource):
         for name, value in page.headers:
             headers.addRawHeader(name, value)
         if ctx.remember_lang:
-            ctx.cookie(LANG_COOKIE, ctx.t.lang, path="/", max_age=365 * 86400, same_site="Lax", http_only=False)
+            ctx.cookie(LANG_COOKIE, ctx.t.lang, path="/", max_age=365 * 86400, same_site="Lax")
         for cookie in ctx.cookies:
             headers.addRawHeader(b"set-cookie", cookie)
         headers.setRawHeaders(b"content-length", [str(len(page.body)).encode()])
@@ -268,7 +268,9 @@ class MinSide(resource.Resource):
     def _languages(self, ctx: _Ctx) -> list[dict[str, Any]]:
         """The language switcher: the same page with ``?lang=``, the other query arguments kept."""
         args = [(k, v) for k, vs in sorted((ctx.request.args or {}).items()) if k != b"lang" for v in vs[:1]][:4]
-        path = ctx.request.path.decode("latin-1")
+        path = ctx.request.path.decode("latin-1") if ctx.route in self.routes else f"{PREFIX}/"
+        if b"GET" not in self.routes.get(ctx.route, {b"GET": None}):  # a POST-only path: its GET is a 405
+            path = f"{PREFIX}/"
         out = []
         for code in LANGUAGES:
             query = urllib.parse.urlencode([*args, (b"lang", code.encode())])
