@@ -250,9 +250,10 @@ NB: dict[str, str] = {
     "about.what_3": "Hver gang noen slår opp eller endrer opplysningene dine, blir det logget. Du ser loggen "
                     "under Innsyn, og kan laste ned alt som er lagret om deg.",
     "about.legal_h": "Rettslig grunnlag",
-    "about.legal_1": "Registeret føres etter bibliotekloven § 4 og forskriften til den. Behandlingen av "
-                     "personopplysninger er nødvendig for å utføre en oppgave i allmennhetens interesse, "
-                     "jf. personvernforordningen (GDPR) artikkel 6 nr. 1 bokstav e.",
+    "about.legal_1": "Behandlingen er nødvendig for å oppfylle avtalen om lånekort mellom deg og bibliotekene, "
+                     "jf. personvernforordningen (GDPR) artikkel 6 nr. 1 bokstav b. Folkebibliotekene drives "
+                     "etter folkebibliotekloven. Fødselsnummeret brukes fordi det trengs for sikker identifisering "
+                     "på tvers av bibliotekene (personopplysningsloven § 12).",
     "about.legal_2": "Du har rett til innsyn i det som er lagret om deg (artikkel 15). Min side gir deg det "
                      "direkte.",
     "about.responsible_h": "Hvem som er ansvarlig",
@@ -520,9 +521,11 @@ EN: dict[str, str] = {
     "about.what_3": "Every time someone looks up or changes your data, it is logged. You see the log under "
                     "Access log, and can download everything stored about you.",
     "about.legal_h": "Legal basis",
-    "about.legal_1": "The register is kept under section 4 of the Public Libraries Act (bibliotekloven) and its "
-                     "regulations. Processing your personal data is necessary for a task carried out in the "
-                     "public interest, under Article 6(1)(e) of the General Data Protection Regulation (GDPR).",
+    "about.legal_1": "Processing your data is necessary for the library card agreement between you and the "
+                     "libraries, under Article 6(1)(b) of the General Data Protection Regulation (GDPR). Public "
+                     "libraries are governed by the Public Libraries Act (folkebibliotekloven). Your national "
+                     "identity number is used because secure identification across libraries needs it "
+                     "(section 12 of the Personal Data Act).",
     "about.legal_2": "You have the right to see what is stored about you (Article 15). My page gives you that "
                      "directly.",
     "about.responsible_h": "Who is responsible",
@@ -719,9 +722,10 @@ NN: dict[str, str] = {
     "about.what_3": "Kvar gong nokon slår opp eller endrar opplysningane dine, blir det logga. Du ser loggen "
                     "under Innsyn, og kan laste ned alt som er lagra om deg.",
     "about.legal_h": "Rettsleg grunnlag",
-    "about.legal_1": "Registeret blir ført etter biblioteklova § 4 og forskrifta til ho. Behandlinga av "
-                     "personopplysningar er naudsynt for å utføre ei oppgåve i allmenta si interesse, jf. "
-                     "personvernforordninga (GDPR) artikkel 6 nr. 1 bokstav e.",
+    "about.legal_1": "Behandlinga er naudsynt for å oppfylle avtalen om lånekort mellom deg og biblioteka, "
+                     "jf. personvernforordninga (GDPR) artikkel 6 nr. 1 bokstav b. Folkebiblioteka blir drivne "
+                     "etter folkebiblioteklova. Fødselsnummeret blir brukt fordi det trengst for sikker "
+                     "identifisering på tvers av biblioteka (personopplysningslova § 12).",
     "about.legal_2": "Du har rett til innsyn i det som er lagra om deg (artikkel 15). Mi side gir deg det direkte.",
     "about.responsible_h": "Kven som er ansvarleg",
     "about.responsible_1": "Nasjonalbiblioteket er behandlingsansvarleg for registeret. Biblioteka du er aktivert "
