@@ -69,6 +69,8 @@ def start_browser() -> Any:
                 "--lang=nb-NO", "--force-device-scale-factor=1"):
         options.add_argument(arg)
     # No password manager or "save password?" bubble; downloads would go nowhere on their own.
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # the HTTP statuses: see statuses()
+    options.add_experimental_option("perfLoggingPrefs", {"enableNetwork": True, "enablePage": False})
     options.add_experimental_option("prefs", {"credentials_enable_service": False,
                                               "profile.password_manager_enabled": False,
                                               "intl.accept_languages": "nb-NO,nb,no"})
@@ -91,6 +93,28 @@ def browser() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+def statuses(driver: Any) -> list[tuple[str, int]]:
+    """(URL, HTTP status) of every page (document) the browser loaded since the last call, redirects
+    included, in order: what WebDriver itself does not tell."""
+    out: list[tuple[str, int]] = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        params = message.get("params", {})
+        if message["method"] == "Network.requestWillBeSent" and params.get("redirectResponse") \
+                and params.get("type") == "Document":
+            out.append((params["redirectResponse"]["url"], params["redirectResponse"]["status"]))
+        elif message["method"] == "Network.responseReceived" and params.get("type") == "Document":
+            out.append((params["response"]["url"], params["response"]["status"]))
+    return out
+
+
+def last_status(driver: Any) -> int:
+    """The HTTP status of the page the browser shows (the last document loaded since the last call)."""
+    seen = statuses(driver)
+    assert seen, f"no page was loaded (at {driver.current_url})"
+    return seen[-1][1]
 
 
 def artifact_name(name: str) -> str:
