@@ -8,7 +8,7 @@ them in one place and every use case asks the same question the same way.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from gateway.register.errors import NotAffiliated, PermissionDenied
@@ -31,6 +31,13 @@ class Actor:
     name: str
     library_isil: str | None = None
     permissions: frozenset[str] = frozenset()
+    # The request this actor is asking in (its log line carries the same id), recorded with every
+    # audit event of it; not part of who the actor is.
+    request_id: str | None = field(default=None, compare=False)
+
+    def asking(self, request_id: str | None) -> Actor:
+        """The same actor, asking in the request ``request_id``."""
+        return replace(self, request_id=request_id[:32] if request_id else None)
 
     @property
     def label(self) -> str:

@@ -32,7 +32,7 @@ def row(actor: Actor, action: Action, outcome: str, *, patron: Patron | int | No
     return {
         "at": at or utcnow(), "actor": actor.label[:120], "library_isil": library or actor.library_isil,
         "action": str(action), "patron_id": patron.id if isinstance(patron, Patron) else patron, "card_number": card,
-        "outcome": str(outcome), "detail": detail[:300] if detail else None,
+        "outcome": str(outcome), "detail": detail[:300] if detail else None, "request_id": actor.request_id,
     }
 
 
@@ -57,7 +57,8 @@ def change(s: Session, patron: Patron, kind: ChangeKind, actor: Actor, library: 
 
 
 def event_view(e: AuditEvent) -> AuditView:
-    return AuditView(e.id, e.at, e.actor, e.library_isil, e.action, e.card_number, e.outcome, e.detail)
+    return AuditView(e.id, e.at, e.actor, e.library_isil, e.action, e.card_number, e.outcome, e.detail,
+                     e.request_id)
 
 
 def change_view(c: Change) -> ChangeView:

@@ -223,6 +223,9 @@ class AuditEvent(Base):
     card_number: Mapped[str | None] = mapped_column(String(10))
     outcome: Mapped[str] = mapped_column(String(40))
     detail: Mapped[str | None] = mapped_column(String(300))
+    # The id of the request (SIP2 message, NCIP or HTTP request) the event was part of: the same id
+    # is on the request's log line, which names no patron; the trail leads from it to the patron.
+    request_id: Mapped[str | None] = mapped_column(String(32))
 
 
 class Change(Base):

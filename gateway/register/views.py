@@ -218,6 +218,7 @@ class AuditView:
     card_number: str | None
     outcome: str
     detail: str | None
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
