@@ -27,6 +27,7 @@ from daemon_helpers import Daemon, free_port, start, write_config
 from lxml import etree
 from ncip_gateway_helpers import lookup_user
 from register_helpers import BERGEN, OSLO, TRONDHEIM
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -151,7 +152,11 @@ def submit(driver: Any, form: Any) -> None:
     buttons = form.find_elements(By.CSS_SELECTOR, "button:not([type]), button[type=submit], input[type=submit]")
     assert buttons, f"no submit button in the form at {driver.current_url}"
     buttons[0].click()
-    WebDriverWait(driver, 15).until(ec.staleness_of(form))
+    # While the old page goes, chromedriver may answer "node does not belong to the document" rather
+    # than "stale": both mean it is going.
+    wait = WebDriverWait(driver, 15, ignored_exceptions=(WebDriverException,))
+    wait.until(ec.staleness_of(form))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def form_with(driver: Any, field: str) -> Any:
