@@ -46,6 +46,10 @@ class RegisterConfig:
     # core here. A 4-digit PIN falls to an offline search at any cost, so the lockout protects it;
     # the hash only has to make a stolen table expensive, and must leave room for door traffic.
     pin_hash_cost: int = 14
+    # Lookup and decision audit rows are deleted after this many days, change feed entries after
+    # theirs; audit rows of changes stay as long as the patron (gateway.register.retention).
+    audit_retention_days: int = 365
+    change_retention_days: int = 365
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,8 @@ def _check_ranges(config: Config, source: str) -> None:
         ("register.pin_max_failures", config.register.pin_max_failures, 1, 100),
         ("register.pin_lock_minutes", config.register.pin_lock_minutes, 1, 24 * 60),
         ("register.pin_hash_cost", config.register.pin_hash_cost, 10, 20),
+        ("register.audit_retention_days", config.register.audit_retention_days, 1, 36500),
+        ("register.change_retention_days", config.register.change_retention_days, 1, 36500),
         ("database.pool_size", config.database.pool_size, 1, 200),
         ("database.connect_timeout", config.database.connect_timeout, 1, 300),
         ("sip2.max_message_bytes", config.sip2.max_message_bytes, 512, 1 << 20),

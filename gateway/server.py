@@ -84,6 +84,7 @@ def build_service(config: Config, register: Register, reactor: Any,
     """The daemon's service tree: one `Listener` per endpoint string, and one pool of register
     calls (``top.calls``) for the HTTP site and the SIP2 listeners alike."""
     # Here, not at the top: config errors answer without loading the register.
+    from gateway.housekeeping import Housekeeping
     from gateway.sip2 import SIP2Factory
     from gateway.web.site import build_site
 
@@ -104,6 +105,7 @@ def build_service(config: Config, register: Register, reactor: Any,
     top.site = site  # type: ignore[attr-defined]  # shutdown waits for its requests
     sip2_factory = SIP2Factory(register, reactor, config.sip2, calls=calls)
     calls.listeners.append(sip2_factory.set_online)  # 98 says "offline" as soon as the pool does
+    Housekeeping(register, calls, config, reactor).setServiceParent(top)  # retention while serving
     for kind, factory in (("http", site), ("sip2", sip2_factory)):
         for description, endpoint in parsed[kind]:
             listener = Listener(endpoint, factory)
@@ -171,7 +173,9 @@ def serve(config: Config) -> None:
         except Exception as exc:  # noqa: BLE001 - one line, then stop
             cannot_listen(str(exc).splitlines()[0] if str(exc).strip() else exc.__class__.__name__)
             return
-        listening = defer.gatherResults([listener.listening for listener in top], consumeErrors=True)
+        listening = defer.gatherResults(
+            [child.listening for child in top if isinstance(child, Listener) and child.listening is not None],
+            consumeErrors=True)
         listening.addCallbacks(serving, lambda failure: cannot_listen(_one_line(failure)))
 
     def watchdog() -> None:

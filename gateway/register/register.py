@@ -14,6 +14,7 @@ Where each area lives:
     keys.py        re-encryption under a new key        actors.py      who may do what
     store.py       transactions and deadlines           fields.py      how each field is checked
     self_service.py  the patron's own page (Min side)   sessions.py    its sessions, as others end them
+    retention.py   deleting what is kept for a time only
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from gateway.register.libraries import Libraries
 from gateway.register.models import Card, Patron
 from gateway.register.patrons import Patrons
 from gateway.register.pin_codes import Pins
+from gateway.register.retention import Retention, RetentionRun
 from gateway.register.self_service import SelfService
 from gateway.register.series import Series
 from gateway.register.settings import Settings
@@ -83,6 +85,7 @@ class Register:
         self.library_changes = LibraryChanges(context, self)
         self.innsyn = Innsyn(context, self)
         self.self_service = SelfService(context, self)
+        self.retention = Retention(context, self)
         self.accounts = Accounts(context, self)
         self.audit = AuditTrail(context, self)
         self.key_rotation = Keys(context, self)
@@ -281,6 +284,11 @@ class Register:
 
     def counts(self) -> dict[str, int]:
         return self.audit.counts()
+
+    def apply_retention(self, *, audit_days: int = 365, change_days: int = 365, session_seconds: int = 28800,
+                        now: datetime | None = None) -> RetentionRun:
+        return self.retention.apply_retention(audit_days=audit_days, change_days=change_days,
+                                              session_seconds=session_seconds, now=now)
 
     def reencrypt(self, batch_size: int = 500) -> int:
         return self.key_rotation.reencrypt(batch_size)

@@ -15,3 +15,5 @@ class Settings:
     pin_max_failures: int = 5
     pin_lock_minutes: int = 15
     pin_hash_cost: int = 14  # keep equal to gateway.config.RegisterConfig
+    audit_retention_days: int = 365  # lookup and decision audit rows (gateway.register.retention)
+    change_retention_days: int = 365  # change feed entries
