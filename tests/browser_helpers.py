@@ -39,7 +39,7 @@ def unavailable(reason: str) -> None:
     if REQUIRE_BROWSER:
         pytest.fail(f"{reason}; CI requires the browser tests (.ci/run installs chromium, chromium-driver and npm; "
                     "or unset CI/NLR_REQUIRE_BROWSER)", pytrace=False)
-    pytest.skip(f"{reason}; the browser tests skip")
+    pytest.skip(f"{reason}; skipped here (required in CI)")
 
 
 def browser_problem() -> str | None:
