@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from gateway.config import Config, ConfigError, load_config
@@ -197,6 +198,19 @@ def cmd_init(args: argparse.Namespace, config: Config) -> None:
     else:
         how = "created at" if before is None else f"upgraded {before} ->" if before != after else "current at"
         print(f"schema: {how} {after}")
+
+
+def cmd_backup(args: argparse.Namespace, config: Config) -> None:
+    from gateway.register.backup import backup_sqlite
+
+    made = backup_sqlite(config.database_url, Path(args.file))
+    if args.json:
+        print(json.dumps({"file": str(made.path), "bytes": made.bytes, "schema": made.schema,
+                          "patrons": made.patrons, "keys_file": str(config.keys_path)}, indent=2))
+        return
+    print(f"backup: {made.path} ({made.bytes} bytes, schema {made.schema}, {made.patrons} patrons)")
+    print(f"keys: back up {config.keys_path} too, kept apart from the copy: without it the national ids "
+          "in the copy cannot be read", file=sys.stderr)
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> None:
@@ -526,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add(commands, "init", cmd_init, "create or upgrade the schema; create the keys file", register=False, json_=True)
     add(commands, "serve", cmd_serve, "run the daemon in the foreground", register=False)
+    p = add(commands, "backup", cmd_backup, "a consistent copy of an SQLite register, also while it serves "
+            "(PostgreSQL: use pg_dump)", register=False, json_=True)
+    p.add_argument("file", metavar="FILE", help="the copy to write (must not exist yet)")
     add(commands, "demo", cmd_demo, "load the demo data set (idempotent; synthetic national ids)", json_=True)
 
     isil_help = "the library's ISIL, e.g. NO-2030000 (NO- may be left out)"
