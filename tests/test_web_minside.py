@@ -634,7 +634,8 @@ async def test_the_about_page_is_open_and_lists_the_patrons_libraries(site: Serv
     page = await v.get("/min-side/om")
     assert page.code == 200
     for text in ("Nasjonalbiblioteket", "folkebibliotekloven", "artikkel 6 nr. 1 bokstav b", "Sletting",
-                 "Hvor lenge", "Tilgjengelighetserklæring", "WCAG 2.1"):
+                 "Hvor lenge", "slettes etter 365 dager", "etter 15 minutter uten bruk", "Tilgjengelighetserklæring",
+                 "WCAG 2.1"):
         assert text in page.text, text
     await v.log_in(site.cards["kari"])
     mine = await v.get("/min-side/om")

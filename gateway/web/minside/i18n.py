@@ -269,6 +269,10 @@ NB: dict[str, str] = {
     "about.retention_h": "Hvor lenge opplysningene lagres",
     "about.retention_1": "Opplysningene lagres så lenge du er låner: til du ber om å bli slettet, eller til "
                          "biblioteket får melding om dødsfall.",
+    "about.retention_2": "Loggen over oppslag og kontroller (i skranken, i automater og ved døra) slettes etter "
+                         "{audit_days} dager. Loggen over endringer beholdes så lenge du er låner. Endringsmeldingene "
+                         "bibliotekene henter, slettes etter {change_days} dager. Innloggingen på Min side avsluttes "
+                         "etter {idle_minutes} minutter uten bruk, og senest etter {max_hours} timer.",
     "about.a11y_h": "Tilgjengelighetserklæring",
     "about.a11y_1": "Min side skal oppfylle kravene i WCAG 2.1 på nivå AA, slik forskrift om universell "
                     "utforming av IKT-løsninger krever. Sidene virker uten JavaScript, kan brukes med "
@@ -542,6 +546,10 @@ EN: dict[str, str] = {
     "about.retention_h": "How long data is kept",
     "about.retention_1": "Your data is kept as long as you are a borrower: until you ask to be deleted, or the "
                          "library is told of a death.",
+    "about.retention_2": "The log of lookups and checks (at the desk, at kiosks and at the door) is deleted after "
+                         "{audit_days} days. The log of changes is kept as long as you are a borrower. The change "
+                         "notices the libraries fetch are deleted after {change_days} days. A login on My page ends "
+                         "after {idle_minutes} minutes without use, and after {max_hours} hours at the latest.",
     "about.a11y_h": "Accessibility statement",
     "about.a11y_1": "My page aims to meet WCAG 2.1 level AA, as the Norwegian regulations on universal design "
                     "of ICT require. The pages work without JavaScript, can be used with a keyboard alone and "
@@ -739,6 +747,11 @@ NN: dict[str, str] = {
     "about.retention_h": "Kor lenge opplysningane blir lagra",
     "about.retention_1": "Opplysningane blir lagra så lenge du er lånar: til du ber om å bli sletta, eller til "
                          "biblioteket får melding om dødsfall.",
+    "about.retention_2": "Loggen over oppslag og kontrollar (i skranken, i automatar og ved døra) blir sletta etter "
+                         "{audit_days} dagar. Loggen over endringar blir teken vare på så lenge du er lånar. "
+                         "Endringsmeldingane biblioteka hentar, blir sletta etter {change_days} dagar. Innlogginga "
+                         "på Mi side blir avslutta etter {idle_minutes} minutt utan bruk, og seinast etter "
+                         "{max_hours} timar.",
     "about.a11y_h": "Tilgjengeerklæring",
     "about.a11y_1": "Mi side skal oppfylle krava i WCAG 2.1 på nivå AA, slik forskrift om universell utforming av "
                     "IKT-løysingar krev. Sidene verkar utan JavaScript, kan brukast med tastatur åleine og kan "

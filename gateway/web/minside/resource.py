@@ -510,7 +510,11 @@ class MinSide(resource.Resource):
             session = await self._session(ctx)
         except (RegisterUnavailable, defer.TimeoutError):
             session = None
-        return self._page(ctx, "about.html", patron=session.patron if session is not None else None)
+        settings = self.register.settings
+        retention = {"audit_days": settings.audit_retention_days, "change_days": settings.change_retention_days,
+                     "idle_minutes": max(1, self.idle_seconds // 60), "max_hours": max(1, self.max_seconds // 3600)}
+        return self._page(ctx, "about.html", patron=session.patron if session is not None else None,
+                          retention=retention)
 
 
 # ---------------------------------------------------------------------- small helpers
