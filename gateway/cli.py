@@ -17,7 +17,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import MAX_WORKERS, Config, ConfigError, load_config
 
 # Light modules: the database layer loads only when a command needs the register, and then through
 # register-level functions (this module imports no SQLAlchemy, not even inside functions).
@@ -90,6 +90,13 @@ def _whole(low: int, high: int = _BIG) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected a whole number {bound}, got {text!r}")
         return value
     return parse
+
+
+def _workers(text: str) -> int:
+    """``--workers``: 1 to MAX_WORKERS, or ``auto`` (the number of CPUs)."""
+    if text.strip() == "auto":
+        return max(1, os.cpu_count() or 1)
+    return _whole(1, MAX_WORKERS)(text)
 
 
 LIMIT_MAX = 100_000  # rows a listing prints at most in one run
@@ -214,9 +221,27 @@ def cmd_backup(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> None:
+    import signal
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # SIGHUP reloads once serving; until then it must not kill
     from gateway.server import serve
 
-    serve(config)
+    if args.worker:
+        from gateway.supervisor import WorkerChannel
+
+        serve(config, WorkerChannel.from_environment())
+        return
+    from gateway.supervisor import supervise, worker_count
+
+    workers = args.workers if args.workers is not None else worker_count(config.server.workers)
+    if workers == 1:
+        serve(config)  # one process, no supervisor
+        return
+    status = supervise(config, workers)
+    if status == 2:
+        raise UsageError("a worker refused the configuration (its line is above)")
+    if status:
+        raise Failure("the workers did not all stop cleanly, or one could not start (see the log)")
 
 
 def cmd_demo(args: argparse.Namespace, register: Register) -> None:
@@ -539,7 +564,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--library", required=True, metavar="ISIL", help=what)
 
     add(commands, "init", cmd_init, "create or upgrade the schema; create the keys file", register=False, json_=True)
-    add(commands, "serve", cmd_serve, "run the daemon in the foreground", register=False)
+    p = add(commands, "serve", cmd_serve, "run the daemon in the foreground", register=False)
+    p.add_argument("--workers", type=_workers, metavar="N",
+                   help=f"worker processes sharing the listeners, 1 to {MAX_WORKERS}, or auto (one per CPU); "
+                        "default: server.workers of the config (1: one process, no supervisor)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # started by the supervisor
     p = add(commands, "backup", cmd_backup, "a consistent copy of an SQLite register, also while it serves "
             "(PostgreSQL: use pg_dump)", register=False, json_=True)
     p.add_argument("file", metavar="FILE", help="the copy to write (must not exist yet)")

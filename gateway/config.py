@@ -120,6 +120,19 @@ class WebConfig:
     login_throttle: LoginThrottleConfig = field(default_factory=LoginThrottleConfig)
 
 
+#: The most worker processes ``server.workers`` (and ``nlr serve --workers``) may ask for.
+MAX_WORKERS = 64
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The daemon's processes (issue 11): ``workers`` processes share the listeners, started and
+    restarted by a supervisor; 1 (the default) is one process with no supervisor; ``auto`` is the
+    number of CPUs."""
+
+    workers: int | str = 1
+
+
 @dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -129,6 +142,7 @@ class Config:
     http: HTTPConfig = field(default_factory=HTTPConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
     # Folder that relative paths (keys_file, sqlite files) are resolved against.
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
     # Where the settings came from (the file's path, or "built-in defaults"), for error messages.
@@ -292,6 +306,11 @@ def _check_ranges(config: Config, source: str) -> None:
                                   "(e.g. tcp:8080:interface=127.0.0.1)")
     _check_sip2_and_tls(config, source)
     _check_web(config, source)
+    workers = config.server.workers
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)
+                              or not 1 <= workers <= MAX_WORKERS):
+        raise ConfigError(f"{source}: key 'server.workers' must be a whole number between 1 and {MAX_WORKERS}, "
+                          f"or auto (one per CPU), not {workers!r:.40}")
 
 
 def _check_web(config: Config, source: str) -> None:

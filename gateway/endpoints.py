@@ -15,12 +15,14 @@ import dataclasses
 import ipaddress
 import os
 import resource
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import interfaces, protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
 from twisted.protocols.haproxy._info import ProxyInfo
@@ -429,44 +431,204 @@ class _OnlyFromEndpoint:
         return result
 
 
-def _tls_endpoint(reactor: Any, description: str, ciphers: str) -> SSL4ServerEndpoint:
-    """The ``ssl:`` endpoint of ``description`` (already parsed once by Twisted, so well-formed),
-    with TLS 1.2 as the lowest version and ``ciphers`` as the TLS 1.2 cipher list."""
-    from twisted.internet import ssl
-
-    parts = _split_endpoint(description)
+def _endpoint_params(description: str) -> tuple[list[str], dict[str, str]]:
+    """An endpoint string's positional arguments and ``key=value`` parameters, unescaped."""
     args: list[str] = []
     kw: dict[str, str] = {}
-    for part in parts[1:]:
+    for part in _split_endpoint(description)[1:]:
         name, raw = _param(part)
         if name is None:
             args.append(_unescape(raw))
         else:
             kw[name] = _unescape(raw)
+    return args, kw
+
+
+@implementer(IOpenSSLServerConnectionCreator, interfaces.IOpenSSLContextFactory)
+class TLSOptions:
+    """A TLS listener's certificate, key and settings: TLS 1.2 as the lowest version, ``ciphers``
+    as the TLS 1.2 cipher list. `reload` reads the files again (SIGHUP): new connections get the
+    new certificate, connections already open keep the one they began with."""
+
+    def __init__(self, params: dict[str, str], ciphers: str) -> None:
+        self.params, self.ciphers = params, ciphers
+        self.options = self._load()
+
+    def _load(self) -> Any:
+        from twisted.internet import ssl
+
+        kw = self.params
+        private_key = kw["privateKey"]
+        cert_pem = FilePath(kw.get("certKey", private_key)).getContent()
+        pair = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + FilePath(private_key).getContent())
+        chain = None
+        if "extraCertChain" in kw:
+            text = FilePath(kw["extraCertChain"]).getContent()
+            chain = [ssl.Certificate.loadPEM(b"-----BEGIN CERTIFICATE-----" + block).original
+                     for block in text.split(b"-----BEGIN CERTIFICATE-----")[1:]]
+        dh = ssl.DiffieHellmanParameters.fromFile(FilePath(kw["dhParameters"])) if "dhParameters" in kw else None
+        options = ssl.CertificateOptions(
+            privateKey=pair.privateKey.original, certificate=pair.original, extraCertChain=chain, dhParameters=dh,
+            raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+            acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(self.ciphers))
+        options.getContext()  # a key that does not match its certificate fails here, not at the first client
+        return options
+
+    def reload(self) -> None:
+        """Read the certificate and key files again; on any error the old ones stay (and it raises)."""
+        self.options = self._load()
+
+    def getContext(self) -> Any:
+        return self.options.getContext()
+
+    def serverConnectionForTLS(self, tls_protocol: Any) -> Any:
+        from OpenSSL import SSL
+
+        return SSL.Connection(self.options.getContext(), None)
+
+
+def _tls_endpoint(reactor: Any, description: str, ciphers: str) -> SSL4ServerEndpoint:
+    """The ``ssl:`` endpoint of ``description`` (already parsed once by Twisted, so well-formed),
+    with reloadable `TLSOptions`."""
+    args, kw = _endpoint_params(description)
     port = int(kw.get("port", args[0] if args else "0"))
-    private_key = kw.get("privateKey", args[1] if len(args) > 1 else "server.pem")
-    cert_pem = FilePath(kw.get("certKey", private_key)).getContent()
-    pair = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + FilePath(private_key).getContent())
-    chain = None
-    if "extraCertChain" in kw:
-        text = FilePath(kw["extraCertChain"]).getContent()
-        chain = [ssl.Certificate.loadPEM(b"-----BEGIN CERTIFICATE-----" + block).original
-                 for block in text.split(b"-----BEGIN CERTIFICATE-----")[1:]]
-    dh = ssl.DiffieHellmanParameters.fromFile(FilePath(kw["dhParameters"])) if "dhParameters" in kw else None
-    options = ssl.CertificateOptions(
-        privateKey=pair.privateKey.original, certificate=pair.original, extraCertChain=chain, dhParameters=dh,
-        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
-        acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(ciphers))
-    return SSL4ServerEndpoint(reactor, port, options, backlog=int(kw.get("backlog", DEFAULT_BACKLOG)),
-                              interface=kw.get("interface", ""))
+    kw.setdefault("privateKey", args[1] if len(args) > 1 else "server.pem")
+    endpoint = SSL4ServerEndpoint(reactor, port, TLSOptions(kw, ciphers),
+                                  backlog=int(kw.get("backlog", DEFAULT_BACKLOG)), interface=kw.get("interface", ""))
+    return endpoint
 
 
-def check_config(config: Config, reactor: Any) -> dict[str, list[tuple[str, Any]]]:
+def tls_options(endpoint: Any) -> TLSOptions | None:
+    """The `TLSOptions` of a parsed listener (through a ``haproxy:`` wrapper), or None for plain text."""
+    while endpoint is not None:
+        for attribute in ("tls", "_sslContextFactory"):
+            found = getattr(endpoint, attribute, None)
+            if isinstance(found, TLSOptions):
+                return found
+        endpoint = getattr(endpoint, "inner", None)
+    return None
+
+
+@implementer(interfaces.IStreamServerEndpoint)
+class AdoptedEndpoint:
+    """A listener on a socket someone else bound: systemd (a ``systemd:`` string) or the
+    supervisor of the workers (`gateway.supervisor`). `listen` adopts it
+    (``adoptStreamPort``, which takes a copy, so the original is closed) and wraps it in TLS when
+    ``tls`` is given."""
+
+    def __init__(self, reactor: Any, fd: int, family: int, tls: TLSOptions | None = None) -> None:
+        self.reactor, self.fd, self.family, self.tls = reactor, fd, family, tls
+
+    def listen(self, factory: interfaces.IProtocolFactory) -> Deferred[Any]:
+        from twisted.internet import defer
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        if self.tls is not None:
+            factory = TLSMemoryBIOFactory(self.tls, False, factory)
+        try:
+            # Shared with other processes (the other workers, systemd): accept() must never wait, for
+            # another process may take the connection a readable socket announced.
+            os.set_blocking(self.fd, False)
+            port = self.reactor.adoptStreamPort(self.fd, self.family, factory)
+        except Exception:  # noqa: BLE001 - the caller says it in one line
+            return defer.fail()
+        if self.tls is not None:
+            port._type = "TLS"
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        return defer.succeed(port)
+
+
+def listen_kind(description: str, base_dir: Path) -> tuple[str, str, bool]:
+    """``(kind, resolved inner string, proxied)`` of a listen string: ``tcp``, ``ssl``, ``systemd``, …"""
+    inner, proxied = _unwrap_proxy(description)
+    resolved = with_backlog(resolve_endpoint(inner, base_dir))
+    return _unescape(_split_endpoint(resolved)[0]).lower(), resolved, proxied
+
+
+def bind_address(resolved: str) -> tuple[int, Any, int]:
+    """``(family, address, backlog)`` to bind for a ``tcp:``, ``tcp6:``, ``ssl:`` or ``unix:`` string
+    (the supervisor binds each listener once for all its workers)."""
+    import socket
+
+    kind = _unescape(_split_endpoint(resolved)[0]).lower()
+    args, kw = _endpoint_params(resolved)
+    backlog = int(kw.get("backlog", DEFAULT_BACKLOG))
+    if kind == "unix":
+        return socket.AF_UNIX, kw.get("address", args[0] if args else ""), backlog
+    port = int(kw.get("port", args[0] if args else "0"))
+    interface = kw.get("interface", "::" if kind == "tcp6" else "")
+    address = ip_address(interface) if interface else None
+    family = socket.AF_INET6 if kind == "tcp6" or isinstance(address, ipaddress.IPv6Address) else socket.AF_INET
+    return family, (interface or "0.0.0.0", port), backlog
+
+
+def _adopted_plaintext_rule(fd: int, key: str, description: str, source: str, section: str) -> None:
+    """A plain-text adopted socket must be bound to loopback (or a unix socket), as a ``tcp:`` string."""
+    import socket
+
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        family, bound = sock.family, sock.getsockname()
+    if family == socket.AF_UNIX:
+        return
+    host, port = bound[0], bound[1]
+    if not _is_loopback(host):
+        raise ConfigError(
+            f"{source}: key '{key}' is a plain-text socket bound to {host or 'every interface'} port {port} "
+            f"({description}); give it privateKey= and certKey= for TLS, bind it to 127.0.0.1 in the socket "
+            f"unit, or set {section}.allow_plaintext: true (e.g. for a VPN-only interface)")
+
+
+def _systemd_fd(resolved: str, fds: dict[str, list[int]], key: str, description: str, source: str) -> int:
+    """The descriptor a ``systemd:domain=INET:name=NAME`` string names (``index=N``: the N-th of
+    that name, or of all when no name is given)."""
+    _, kw = _endpoint_params(resolved)
+    domain = kw.get("domain", "INET").upper()
+    if domain not in ("INET", "INET6", "UNIX"):
+        raise ConfigError(f"{source}: key '{key}' has domain={domain} ({description}); use INET, INET6 or UNIX")
+    try:
+        index = int(kw.get("index", "0"))
+    except ValueError:
+        raise ConfigError(f"{source}: key '{key}' has an index that is not a number ({description})") from None
+    name = kw.get("name")
+    candidates = fds.get(name, []) if name is not None else sorted(fd for group in fds.values() for fd in group)
+    if not 0 <= index < len(candidates):
+        given = ", ".join(f"{n} ({len(v)})" for n, v in fds.items()) or "none"
+        raise ConfigError(f"{source}: key '{key}' names a socket systemd did not pass ({description}); passed: "
+                          f"{given}; check FileDescriptorName= in the socket unit and Sockets= in the service")
+    return candidates[index]
+
+
+def _adopted(reactor: Any, fd: int, resolved: str, kind: str, ciphers: str) -> AdoptedEndpoint:
+    import socket
+
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        family = sock.family
+    args, kw = _endpoint_params(resolved)
+    if kind == "ssl":
+        kw.setdefault("privateKey", args[1] if len(args) > 1 else "server.pem")
+    tls = TLSOptions(kw, ciphers) if kind == "ssl" or "privateKey" in kw else None
+    return AdoptedEndpoint(reactor, fd, family, tls)
+
+
+def check_config(config: Config, reactor: Any, adopted: Mapping[str, int] | None = None,
+                 ) -> dict[str, list[tuple[str, Any]]]:
     """Every listen string checked and parsed into an endpoint, before the database is opened.
+
+    ``adopted`` maps a listen key (``sip2.listen[0]``) to the descriptor of a socket bound for it
+    already (a worker's, from its supervisor); ``systemd:`` strings take theirs from systemd
+    (``$LISTEN_FDS``). Either is adopted, not bound again, and a plain-text one must be bound to
+    loopback (judged by its address) unless the section allows plain text.
 
     Returns ``{"http": [(description, endpoint), …], "sip2": […]}``; raises ConfigError naming
     the file and the key.
     """
+    from gateway.systemd import listen_fds
+
+    adopted = adopted or {}
+    systemd_fds: dict[str, list[int]] | None = None
     source = config.source
     if not config.http.listen and not config.sip2.listen:
         raise ConfigError(f"{source}: keys 'http.listen' and 'sip2.listen' are both empty; nothing to serve")
@@ -486,9 +648,19 @@ def check_config(config: Config, reactor: Any) -> dict[str, list[tuple[str, Any]
             if kind == "ssl" and any(_param(p)[0] == "sslmethod" for p in _split_endpoint(resolved)[1:]):
                 raise ConfigError(f"{source}: key '{key}' sets sslmethod ({description}); leave it out: "
                                   "ssl: listeners speak TLS 1.2 and 1.3, with the ciphers of tls.ciphers")
+            fd = adopted.get(key)
+            if fd is None and kind == "systemd":
+                systemd_fds = listen_fds() if systemd_fds is None else systemd_fds
+                fd = _systemd_fd(resolved, systemd_fds, key, description, source)
+                if "privateKey" not in _endpoint_params(resolved)[1] and not settings.allow_plaintext:
+                    _adopted_plaintext_rule(fd, key, description, source, section)
             try:
-                endpoint = serverFromString(reactor, resolved)
-                if kind == "ssl":
+                endpoint: Any
+                if fd is not None:
+                    endpoint = _adopted(reactor, fd, resolved, kind, config.tls.ciphers)
+                else:
+                    endpoint = serverFromString(reactor, resolved)
+                if kind == "ssl" and fd is None:
                     endpoint = _tls_endpoint(reactor, resolved, config.tls.ciphers)
             except Exception as exc:  # noqa: BLE001 - any parse or certificate problem: one line
                 why = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__

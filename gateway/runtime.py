@@ -44,3 +44,31 @@ def open_configured_register(config: Config) -> Register:
         register.engine.dispose()
         raise Failure("the register's schema is missing or old; run `nlr init` first")
     return register
+
+
+def open_register_for_serving(config: Config, *, offline_ok: bool) -> tuple[Register, bool]:
+    """Like `open_configured_register`, for the daemon: ``(register, answers)``. With
+    ``offline_ok`` (under systemd, and in a worker) a database that does not answer at start is
+    served offline (``answers`` False) until it does, instead of failing the start.
+
+    Raises:
+        Failure: the schema is missing or old; or the database does not answer and not ``offline_ok``.
+    """
+    from gateway.register.errors import RegisterUnavailable
+
+    if not offline_ok:
+        return open_configured_register(config), True
+    from gateway.register import Settings, open_register
+    from gateway.register.schema import is_current
+
+    register = open_register(
+        config.database_url, config.keys_path, Settings(**dataclasses.asdict(config.register)),
+        pool_size=config.database.pool_size, connect_timeout=config.database.connect_timeout)
+    try:
+        current = is_current(register)
+    except RegisterUnavailable:
+        return register, False
+    if not current:
+        register.engine.dispose()
+        raise Failure("the register's schema is missing or old; run `nlr init` first")
+    return register, True

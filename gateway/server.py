@@ -14,20 +14,24 @@ daemon stops accepting, lets requests in flight finish, and exits 0 within 10 se
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, interfaces, task
 from twisted.logger import FileLogObserver, Logger, formatEventAsClassicLogText, globalLogBeginner
 
+from gateway import logs
 from gateway.blocking import RegisterCalls
 from gateway.config import Config
-from gateway.endpoints import check_config, fit_descriptor_limit
-from gateway.runtime import Failure, open_configured_register
+from gateway.endpoints import check_config, fit_descriptor_limit, tls_options
+from gateway.runtime import Failure, open_register_for_serving
+from gateway.systemd import Notifier
 
 if TYPE_CHECKING:
     from gateway.register import Register
@@ -39,6 +43,47 @@ REGISTER_TIMEOUT_SECONDS = 8.0
 # How long in-flight requests may take to finish after SIGTERM; the process is gone within 10 s.
 SHUTDOWN_GRACE_SECONDS = 7.0
 SHUTDOWN_DEADLINE_SECONDS = 9.0
+
+#: Called on SIGHUP, after the TLS certificates are read again (e.g. the log level's reload). A hook
+#: that raises is logged in one line; the others still run.
+RELOAD_HOOKS: list[Callable[[], None]] = []
+
+#: What ``STATUS=`` says (systemd), by whether the register answers.
+STATUS_TEXT = {True: "serving; the register answers", False: "serving offline: the register does not answer"}
+
+
+class Announcer(Protocol):
+    """Who hears how the daemon is doing: systemd (`gateway.systemd.Notifier`, through `_SystemdAnnouncer`),
+    or a worker's supervisor (`gateway.supervisor.WorkerChannel`)."""
+
+    #: descriptors bound already for listen keys (``sip2.listen[0]``): a worker's, from its supervisor
+    fds: dict[str, int]
+
+    def ready(self, online: bool) -> None: ...
+    def register_state(self, online: bool) -> None: ...
+    def alive(self) -> None: ...
+    def stopping(self) -> None: ...
+
+
+class _SystemdAnnouncer:
+    """A process on its own: tells systemd (``$NOTIFY_SOCKET``; nothing without it)."""
+
+    fds: dict[str, int] = {}
+
+    def __init__(self, reactor: Any) -> None:
+        self.notifier = Notifier(reactor)
+
+    def ready(self, online: bool) -> None:
+        self.notifier.ready(STATUS_TEXT[online])
+
+    def register_state(self, online: bool) -> None:
+        self.notifier.status(STATUS_TEXT[online])
+
+    def alive(self) -> None:
+        pass  # systemd's watchdog has its own timer (Notifier.start_watchdog)
+
+    def stopping(self) -> None:
+        self.notifier.stopping()
 
 
 class Listener(Service):
@@ -101,8 +146,11 @@ def build_service(config: Config, register: Register, reactor: Any,
                       max_body_bytes=http.max_body_bytes, header_timeout=http.header_timeout,
                       body_timeout=http.body_timeout, idle_timeout=http.idle_timeout,
                       max_connections=http.max_connections, max_connections_per_source=http.max_connections_per_source,
-                      web=config.web)
+                      web=config.web, metrics_networks=config.metrics.allowed_networks)
     top.site = site  # type: ignore[attr-defined]  # shutdown waits for its requests
+    # /healthz/ready: ready only while every listener listens
+    site.health.listeners_up = lambda: all(  # type: ignore[attr-defined]
+        child.port is not None for child in top if isinstance(child, Listener))
     sip2_factory = SIP2Factory(register, reactor, config.sip2, calls=calls)
     calls.listeners.append(sip2_factory.set_online)  # 98 says "offline" as soon as the pool does
     Housekeeping(register, calls, config, reactor).setServiceParent(top)  # retention while serving
@@ -128,20 +176,44 @@ def _one_line(failure: Any) -> str:
 
 
 def utc_log_observer(out: TextIO) -> FileLogObserver:
-    """Log lines stamped in UTC, and saying so (``2026-12-01T23:45:00Z``), whatever the host's zone:
-    the register stores times in UTC and shows them to people in Europe/Oslo; logs are for machines
-    and operators comparing hosts."""
-
-    def stamp(when: float | None) -> str:
-        if when is None:
-            return "-"
-        return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    return FileLogObserver(out, lambda event: formatEventAsClassicLogText(event, formatTime=stamp))
+    """The text log's observer: lines stamped in UTC, and saying so (`gateway.logs.text_observer`)."""
+    return logs.text_observer(out)
 
 
-def serve(config: Config) -> None:
-    """Run the daemon in the foreground until SIGTERM or SIGINT.
+def reload_tls(top: MultiService) -> None:
+    """Read every TLS listener's certificate and key again (SIGHUP): new connections get the new
+    ones, open connections keep theirs; a file that does not load keeps the old pair, in one line."""
+    for listener in top:
+        options = tls_options(getattr(listener, "endpoint", None))
+        if options is None:
+            continue
+        try:
+            options.reload()
+        except Exception as exc:  # noqa: BLE001 - the old certificate stays; one line
+            why = str(exc).splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            log.error("SIGHUP: the TLS certificate of {name} did not load ({why:.200}); keeping the old one",
+                      name=listener.name, why=why)
+        else:
+            log.info("SIGHUP: TLS certificate of {name} read again", name=listener.name)
+
+
+def run_reload_hooks() -> None:
+    for hook in list(RELOAD_HOOKS):
+        try:
+            hook()
+        except Exception as exc:  # noqa: BLE001 - a hook's bug must not stop the others
+            log.error("SIGHUP: reload hook {hook} failed: {why:.200}", hook=getattr(hook, "__name__", hook),
+                      why=str(exc).splitlines()[0] if str(exc).strip() else exc.__class__.__name__)
+
+
+def serve(config: Config, announcer: Announcer | None = None) -> None:
+    """Run the daemon in the foreground until SIGTERM or SIGINT; SIGHUP reloads (TLS certificates,
+    then `RELOAD_HOOKS`).
+
+    ``announcer`` is a worker's link to its supervisor (`gateway.supervisor`); without one the
+    process is on its own and tells systemd, when systemd started it (``$NOTIFY_SOCKET``). Under
+    systemd, and in a worker, a database that does not answer at start is served offline (READY
+    all the same) until it answers; a plain foreground `nlr serve` refuses to start instead.
 
     Raises:
         ConfigError: a listen string is unusable (before the database is opened).
@@ -149,12 +221,40 @@ def serve(config: Config) -> None:
     """
     from twisted.internet import reactor
 
-    parsed = check_config(config, reactor)  # before the database: config errors are exit 2
-    globalLogBeginner.beginLoggingTo([utc_log_observer(sys.stdout)], redirectStandardIO=False)
-    register = open_configured_register(config)
+    worker = announcer is not None
+    announce: Announcer = announcer if announcer is not None else _SystemdAnnouncer(reactor)
+    # before the database: config errors are exit 2
+    parsed = check_config(config, reactor, adopted=announce.fds if worker else None)
+    # text (UTC, the default) or JSON lines, from logging.level; SIGHUP reads the level again
+    logs.install(config.logging.format, config.logging.level, config.logging.requests)
+    RELOAD_HOOKS.append(logs.level_reloader(config.source))
+    offline_ok = worker or bool(os.environ.get("NOTIFY_SOCKET"))
+    register, answers = open_register_for_serving(config, offline_ok=offline_ok)
     interfaces.IReactorThreads(reactor).suggestThreadPoolSize(max(4, config.database.pool_size * 2))
     top = build_service(config, register, reactor, parsed)
+    calls = top.calls  # type: ignore[attr-defined]
+    calls.listeners.append(announce.register_state)
+    if not answers:
+        log.error("the register does not answer at start: serving offline until it answers a probe")
+        calls.online = False  # as RegisterCalls goes offline, without a hung call to blame
+        calls._tell(False)  # noqa: SLF001
+        calls._probe_soon(0)  # noqa: SLF001
     failed: list[str] = []
+    heartbeat = task.LoopingCall(announce.alive)
+    parent = os.getppid()
+
+    def alive() -> None:
+        announce.alive()
+        if worker and os.getppid() != parent:  # the supervisor is gone (kill -9): stop, as on SIGTERM
+            log.warn("the supervisor (pid {pid}) is gone: shutting down", pid=parent)
+            reactor.stop()
+
+    heartbeat.f = alive
+
+    def reload() -> None:
+        log.info("SIGHUP: reloading")
+        reload_tls(top)
+        run_reload_hooks()
 
     def cannot_listen(why: str) -> None:
         if failed or not reactor.running:
@@ -164,10 +264,14 @@ def serve(config: Config) -> None:
         reactor.stop()
 
     def serving(_: Any) -> None:
-        log.info("NLR gateway serving HTTP on {http} and SIP2 on {sip2}",
-                 http=config.http.listen, sip2=config.sip2.listen)
+        who = f"worker pid {os.getpid()}" if worker else "NLR gateway"
+        log.info("{who} serving HTTP on {http} and SIP2 on {sip2}",
+                 who=who, http=config.http.listen, sip2=config.sip2.listen)
+        announce.ready(calls.online)
+        heartbeat.start(1.0, now=False)
 
     def start() -> None:
+        signal.signal(signal.SIGHUP, lambda *_: interfaces.IReactorFromThreads(reactor).callFromThread(reload))
         try:
             top.startService()
         except Exception as exc:  # noqa: BLE001 - one line, then stop
@@ -190,6 +294,9 @@ def serve(config: Config) -> None:
         timer = threading.Timer(SHUTDOWN_DEADLINE_SECONDS, watchdog)
         timer.daemon = True
         timer.start()
+        if heartbeat.running:
+            heartbeat.stop()
+        announce.stopping()
         if not failed:
             log.info("shutting down: no new connections, finishing what is in flight")
         yield top.stopService()
