@@ -147,9 +147,6 @@ def build_service(config: Config, register: Register, reactor: Any,
                       max_connections=http.max_connections, max_connections_per_source=http.max_connections_per_source,
                       web=config.web)
     top.site = site  # type: ignore[attr-defined]  # shutdown waits for its requests
-    # /healthz/ready: ready only while every listener listens
-    site.health.listeners_up = lambda: all(  # type: ignore[attr-defined]
-        child.port is not None for child in top if isinstance(child, Listener))
     sip2_factory = SIP2Factory(register, reactor, config.sip2, calls=calls)
     calls.listeners.append(sip2_factory.set_online)  # 98 says "offline" as soon as the pool does
     Housekeeping(register, calls, config, reactor).setServiceParent(top)  # retention while serving
