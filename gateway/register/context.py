@@ -70,5 +70,6 @@ class Area:
                                      max_failures=self.settings.pin_max_failures)
             if not claimed.busy or attempt == pins.BUSY_RETRIES:
                 return facts, claimed
-            time.sleep(pins.BUSY_WAIT_SECONDS)
+            with self.store.waiting():  # busy, not hung: the gateway must not go offline over it
+                time.sleep(pins.BUSY_WAIT_SECONDS)
         raise AssertionError("unreachable")

@@ -34,9 +34,11 @@ def card_row(s: Session, card: str, *, lock: bool = False) -> Card:
 
 def lock_patron(s: Session, patron_id: int) -> None:
     """Lock the patron's row until the commit, so concurrent changes to one patron queue
-    (PostgreSQL; SQLite has one writer at a time)."""
+    (PostgreSQL; SQLite has one writer at a time). The patron (with its cards and activations) is
+    read again under the lock: what was loaded before it may be another change's past."""
     if s.get_bind().dialect.name == "postgresql":
-        s.execute(select(Patron.id).where(Patron.id == patron_id).with_for_update())
+        s.execute(select(Patron).where(Patron.id == patron_id).with_for_update(of=Patron)
+                  .execution_options(populate_existing=True)).scalars().all()
 
 
 def patron_of(s: Session, card: str, *, lock: bool = False) -> tuple[Patron, Card]:

@@ -82,12 +82,19 @@ class Store:
         self._waiting_guard = threading.Lock()
 
     def lock_waits(self) -> int:
-        """How many register calls are waiting for SQLite's write lock just now, and not longer than
-        SQLite's own timeout (0 on PostgreSQL): such a wait is a busy register, not a hung one; a
-        longer one (the writer holding the lock hung) is."""
+        """How many register calls are waiting for SQLite's write lock (or for a PIN check's place,
+        on either backend) just now, and not longer than SQLite's own timeout: such a wait is a busy
+        register, not a hung one; a longer one (the writer holding the lock hung) is."""
         limit = time.monotonic() - LOCK_WAIT_SECONDS
         with self._waiting_guard:
             return sum(1 for since in self._waiting.values() if since >= limit)
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """A wait the register chose (for a PIN check's place: gateway.register.pins), counted by
+        ``lock_waits`` like a wait for the write lock: busy, not hung."""
+        with self._waiting_for_lock():
+            yield
 
     @contextmanager
     def _waiting_for_lock(self) -> Iterator[None]:
