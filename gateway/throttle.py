@@ -20,6 +20,7 @@ class LoginThrottle:
                  max_addresses: int = 10_000) -> None:
         self.clock, self.limit, self.window, self.max_addresses = clock, limit, window, max_addresses
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._pending: dict[str, int] = {}  # attempts being judged now, per host (bounded by concurrency)
 
     def _recent(self, host: str) -> deque[float] | None:
         times = self._failures.get(host)
@@ -35,6 +36,27 @@ class LoginThrottle:
     def blocked(self, host: str) -> bool:
         times = self._recent(host)
         return times is not None and len(times) >= self.limit
+
+    def begin(self, host: str) -> bool:
+        """An attempt about to be judged: False (refuse it without asking the register) when the
+        host's counted failures and its attempts still being judged reach the limit, so a burst
+        sent at once meets the limit as a sequence would. Every True is followed by ``end``."""
+        times = self._recent(host)
+        under_way = self._pending.get(host, 0)
+        if (len(times) if times is not None else 0) + under_way >= self.limit:
+            return False
+        self._pending[host] = under_way + 1
+        return True
+
+    def end(self, host: str, *, failed: bool) -> None:
+        """The attempt ``begin`` let through was judged (``failed``) or not (the register away)."""
+        left = self._pending.get(host, 1) - 1
+        if left > 0:
+            self._pending[host] = left
+        else:
+            self._pending.pop(host, None)
+        if failed:
+            self.failed(host)
 
     def failed(self, host: str) -> None:
         """A failed login the register judged. While ``host`` is blocked nothing is counted (no

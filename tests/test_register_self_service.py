@@ -269,3 +269,37 @@ def test_changes_by_two_libraries_at_once_queue(reg: Register) -> None:
     reg.activate(client(BERGEN), card, BERGEN)
     views = at_once(10, lambda i: reg.set_blocked(client((OSLO, BERGEN)[i % 2]), card, i % 3 == 0, "unpaid"))
     assert len(views) == 10
+
+
+def test_a_check_waiting_for_a_pin_place_counts_as_busy_not_hung(reg: Register) -> None:
+    """The gateway goes offline when no register call answers for 1 s, unless calls are waiting for a
+    lock (Store.lock_waits); a PIN check waiting for a place (every place taken by checks under way)
+    is such a wait, or a burst of logins for one card takes every channel offline."""
+    import threading
+
+    card = add_patron(reg).card
+    raw_exec(reg, "UPDATE patrons SET pin_pending = 5, pin_claimed_at = :t",
+             t=utcnow_text(reg))
+    seen: list[int] = []
+    done = threading.Event()
+
+    def check() -> None:
+        try:
+            reg.verify_pin(terminal(OSLO), card, PIN)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=check)
+    worker.start()
+    while not done.is_set():
+        seen.append(reg.store.lock_waits())
+        time.sleep(0.05)
+    worker.join()
+    assert max(seen) == 1 and reg.store.lock_waits() == 0
+
+
+def utcnow_text(reg: Register) -> str:
+    from gateway.register.models import utcnow
+
+    now = utcnow()
+    return now.strftime("%Y-%m-%d %H:%M:%S.%f") if reg.store.engine.dialect.name == "sqlite" else now.isoformat()

@@ -153,3 +153,35 @@ def test_a_pin_changed_on_the_page_works_over_sip2_at_once(two_gateways: tuple[l
     assert elsewhere.request("GET", "/min-side/")[0] in (302, 303)  # the other one ended
     for daemon in daemons:
         assert daemon.stop() == 0
+
+
+def test_a_burst_of_logins_is_throttled_and_leaves_every_channel_online(
+        two_gateways: tuple[list[tuple[int, int]], str], register: Register, daemons: list[Daemon]) -> None:
+    """Found from outside: 50 logins at once for one card took the gateway offline for every channel
+    (the PIN checks waiting for a place looked like a hung register), and none met the per-source
+    throttle (every one was checked)."""
+    import threading
+
+    (sip_a, http_a), _ = two_gateways[0]
+    card = two_gateways[1]
+    other = add_patron(register, 1, OSLO).card
+    pages = [Browser(http_a) for _ in range(50)]
+    forms = [page.hidden("/min-side/logg-inn") for page in pages]
+    barrier = threading.Barrier(len(pages))
+    codes: list[int] = []
+
+    def log_in(i: int) -> None:
+        barrier.wait(timeout=30)
+        status, _, _ = pages[i].request("POST", "/min-side/logg-inn", {**forms[i], "card": card, "pin": "0000"})
+        codes.append(status)
+
+    workers = [threading.Thread(target=log_in, args=(i,)) for i in range(len(pages))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert len(codes) == 50 and 503 not in codes, sorted(codes)
+    assert codes.count(200) <= 10 and codes.count(429) >= 40, sorted(codes)  # the throttle: 10 per source
+    assert "CQY" in _sip2_status(sip_a, other, PIN)  # SIP2 answers as ever
+    for daemon in daemons:
+        assert daemon.stop() == 0

@@ -51,6 +51,7 @@ from gateway.register.errors import (
     PermissionDenied,
     PinLocked,
     RegisterUnavailable,
+    VersionConflict,
 )
 from gateway.throttle import LoginThrottle
 from gateway.web.minside.i18n import LANGUAGES, Translator, choose, trail_words
@@ -165,6 +166,7 @@ class MinSide(resource.Resource):
 
     isLeaf = True
     answers_too_large = True  # a body refused as too large (the site's cap) gets this site's 413 page
+    LOGINS_AT_ONCE = 4  # the page's PIN checks (logins, PIN changes) running at once in this process
 
     def __init__(self, register: Register, reactor: Any, calls: RegisterCalls, *, idle_seconds: int = 900,
                  max_seconds: int = 28800, throttle_failures: int = 10, throttle_window: float = 300.0) -> None:
@@ -173,6 +175,7 @@ class MinSide(resource.Resource):
         self.calls = calls
         self.idle_seconds, self.max_seconds = idle_seconds, max_seconds
         self.throttle = LoginThrottle(reactor.seconds, limit=throttle_failures, window=throttle_window)
+        self.pin_checks = defer.DeferredSemaphore(self.LOGINS_AT_ONCE)
         self.env = environment()
         self.static = _load_static()
         css = self.static.get("minside.css", (b"", b""))[0]
@@ -400,13 +403,24 @@ class MinSide(resource.Resource):
         if not cookie or not hmac.compare_digest(form.get("login_token", "").encode(), cookie.encode()):
             return self._login_page(ctx, 403, error=ctx.t("login.stale"), card=card)
         source = _source(request)
-        if self.throttle.blocked(source):
+        # Attempts still being judged count toward the limit, so a burst meets it as a sequence would;
+        # and at most LOGINS_AT_ONCE PIN checks of the page run at once, so that a burst of logins
+        # never holds every thread of the pool that SIP2 and NCIP need.
+        if not self.throttle.begin(source):
             return self._login_page(ctx, 429, error=ctx.t("login.throttled"), card=card)
+        judged = False
         try:
-            login = await self.calls.call_alone(self.register.web_login, card, pin, max_seconds=self.max_seconds)
+            login = await self.pin_checks.run(self.calls.call_alone, self.register.web_login, card, pin,
+                                              max_seconds=self.max_seconds)
+            judged = True
         except (AuthenticationFailed, PinLocked, InvalidInput):
-            self.throttle.failed(source)
+            judged = True
+            self.throttle.end(source, failed=True)
             return self._login_page(ctx, 200, error=ctx.t("login.failed"), card=card)
+        finally:
+            if not judged:
+                self.throttle.end(source, failed=False)  # unjudged (the register away): not counted
+        self.throttle.end(source, failed=False)
         ctx.cookie(SESSION_COOKIE, login.token, max_age=self.max_seconds)
         return _redirect(f"{PREFIX}/")
 
@@ -474,7 +488,7 @@ class MinSide(resource.Resource):
             return self._home_page(ctx, session.patron, error=ctx.t("home.choose"))
         try:
             await self.calls.call(self.register.set_home_library, self._actor(session), session.card, library)
-        except (NotAffiliated, PermissionDenied, NotFound, InvalidInput):
+        except (NotAffiliated, PermissionDenied, NotFound, InvalidInput, VersionConflict):
             return self._home_page(ctx, session.patron, error=ctx.t("home.refused"))
         return _redirect(f"{PREFIX}/hjemmebibliotek?lagret=1")
 
@@ -491,8 +505,8 @@ class MinSide(resource.Resource):
         assert session is not None
         old, new, again = form.get("old_pin", ""), form.get("new_pin", ""), form.get("new_pin_again", "")
         try:
-            await self.calls.call_alone(self.register.change_own_pin, self._actor(session), session.card, old, new,
-                                        again, keep_session=ctx.token)
+            await self.pin_checks.run(self.calls.call_alone, self.register.change_own_pin, self._actor(session),
+                                      session.card, old, new, again, keep_session=ctx.token)
         except InvalidInput:
             errors = {"new_pin_again": "pin.err_differ"} if new != again else {"new_pin": "pin.err_format"}
         except AuthenticationFailed:
