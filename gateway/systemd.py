@@ -44,6 +44,8 @@ def listen_fds(environ: Mapping[str, str] | None = None, pid: int | None = None)
     """The sockets systemd passed this process: ``{name: [fd, …]}`` in the order given (an unnamed
     descriptor is named ``unknown``, as systemd does). Empty unless ``$LISTEN_PID`` is ``pid``."""
     env = os.environ if environ is None else environ
+    if environ is None and "LISTEN_PID" not in env:
+        return _taken_by_twisted()
     try:
         if int(env.get("LISTEN_PID", "")) != (os.getpid() if pid is None else pid):
             return {}
@@ -51,11 +53,24 @@ def listen_fds(environ: Mapping[str, str] | None = None, pid: int | None = None)
     except ValueError:
         return {}
     names = env.get("LISTEN_FDNAMES", "").split(":") if env.get("LISTEN_FDNAMES") else []
+    return _named(list(range(LISTEN_FDS_START, LISTEN_FDS_START + max(0, count))), names)
+
+
+def _named(descriptors: list[int], names: list[str]) -> dict[str, list[int]]:
     found: dict[str, list[int]] = {}
-    for i in range(max(0, count)):
+    for i, fd in enumerate(descriptors):
         name = names[i] if i < len(names) and names[i] else "unknown"
-        found.setdefault(name, []).append(LISTEN_FDS_START + i)
+        found.setdefault(name, []).append(fd)
     return found
+
+
+def _taken_by_twisted() -> dict[str, list[int]]:
+    """Importing ``twisted.internet.endpoints`` reads ``$LISTEN_FDS`` (checking ``$LISTEN_PID``) into
+    its ``systemd:`` parser and deletes both from the environment; what it read is then ours."""
+    from twisted.internet.endpoints import _SystemdParser
+
+    inherited = _SystemdParser._sddaemon
+    return _named(inherited.inheritedDescriptors(), list(getattr(inherited, "_names", ())))
 
 
 class Notifier:
