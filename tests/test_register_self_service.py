@@ -303,3 +303,53 @@ def utcnow_text(reg: Register) -> str:
 
     now = utcnow()
     return now.strftime("%Y-%m-%d %H:%M:%S.%f") if reg.store.engine.dialect.name == "sqlite" else now.isoformat()
+
+
+def test_pin_changes_at_once_one_wins_and_only_it_says_so(reg: Register) -> None:
+    """Found from outside: of 8 changes at once from 4 sessions, three answered "saved" with
+    different PINs, and a session ended by the first change still changed the PIN."""
+    from gateway.register.errors import SessionEnded
+
+    card = add_patron(reg).card
+    tokens = [login(reg, card).token for _ in range(4)]
+    me = patron_actor(card)
+
+    def change(i: int) -> str:
+        new = f"{5000 + i}"
+        try:
+            reg.change_own_pin(me, card, PIN, new, new, keep_session=tokens[i % 4])
+        except (AuthenticationFailed, SessionEnded, PinLocked) as exc:
+            return type(exc).__name__
+        return new
+
+    outcomes = at_once(8, change)
+    won = [o for o in outcomes if o.isdigit()]
+    assert len(won) == 1, outcomes
+    assert reg.verify_pin(terminal(OSLO), card, won[0]) is PinCheck.OK
+    live = [t for t in tokens if reg.web_session(t) is not None]
+    assert len(live) == 1  # the winner's session; the others ended with the change
+
+
+def test_saving_the_home_library_unchanged_changes_nothing(reg: Register) -> None:
+    card = add_patron(reg).card
+    before = reg.find_patron(OPERATOR, card)
+    count = len(reg.changes())
+    after = reg.set_home_library(patron_actor(card), card, OSLO)
+    assert after.version == before.version and len(reg.changes()) == count
+    assert reg.audit_events(card)[-1].outcome == "unchanged"
+
+
+def test_a_page_past_the_end_is_the_last_page(reg: Register) -> None:
+    card = add_patron(reg).card
+    for _ in range(4):
+        reg.find_patron(client(OSLO), card)
+    page = reg.patron_trail(patron_actor(card), card, page=999, per_page=2)
+    assert page.page == page.pages == 3 and len(page.entries) == 1
+
+
+def test_cards_say_who_issued_them_and_when_they_were_retired(reg: Register) -> None:
+    card = add_patron(reg).card
+    view = reg.replace_card(OPERATOR, card)
+    old, new = view.cards
+    assert old.number == card and old.status == "replaced" and old.status_changed_at is not None
+    assert new.library_name and new.status_changed_at is None

@@ -66,6 +66,9 @@ def revoke_door_in(s: Session, actor: Actor, patron: Patron, row: Card, lib: Lib
 
 def set_home_library_in(s: Session, actor: Actor, patron: Patron, row: Card, lib: Library) -> None:
     actors.require_may_change_home_library(actor, patron, lib.isil)
+    if patron.home_library_id == lib.id:  # already the home library: nothing changes, nothing to sync
+        audit.record(s, actor, Action.HOME_LIBRARY, "unchanged", patron=patron, card=row.number, library=lib.isil)
+        return
     activate_at(s, actor, patron, lib)
     patron.home_library_id = lib.id
     patron.updated_at = utcnow()

@@ -85,6 +85,12 @@ class AuthenticationFailed(RegisterError):
     code = "authentication_failed"
 
 
+class SessionEnded(RegisterError):
+    """The patron's self-service session has ended (logged out, timed out, or ended by a change)."""
+
+    code = "session_ended"
+
+
 class PinLocked(RegisterError):
     """Too many wrong PINs in a row: the PIN is locked for a while, on every channel."""
 

@@ -97,6 +97,10 @@ class Pins(Area):
                 try:
                     with s.begin_nested():
                         patron, row = records.patron_of(s, number, lock=True)
+                        if patron.pin_hash != claimed.stored:
+                            # The PIN changed while this one was being checked: it was right for the
+                            # PIN before, not for the PIN now (two PIN changes at once: one wins).
+                            raise AuthenticationFailed(_REFUSED)
                         outcome = then(s, patron, row)
                 except RegisterError as exc:
                     outcome = exc

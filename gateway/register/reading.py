@@ -26,7 +26,7 @@ _VIEW_PATRON_SELECT = (select(_patrons, _libraries.c.isil.label("home_isil"))
 _VIEW_PATRON = _VIEW_PATRON_SELECT.where(_patrons.c.id == bindparam("patron_id"))
 _VIEW_PATRONS = _VIEW_PATRON_SELECT.where(_patrons.c.id.in_(bindparam("patron_ids", expanding=True)))
 _VIEW_CARDS_SELECT = (select(_cards.c.patron_id, _cards.c.number, _cards.c.status, _libraries.c.isil,
-                             _cards.c.issued_at)
+                             _cards.c.issued_at, _libraries.c.name, _cards.c.status_changed_at)
                       .join(_libraries, _libraries.c.id == _cards.c.library_id)
                       .order_by(_cards.c.issued_at, _cards.c.number))
 _VIEW_CARDS = _VIEW_CARDS_SELECT.where(_cards.c.patron_id == bindparam("patron_id"))
@@ -110,6 +110,6 @@ class PatronReader:
                                a.door_agreement_version, a.door_revoked_at)
                 for a in acts
             ),
-            cards=tuple(CardView(c.number, c.status, c.isil, c.issued_at) for c in cards),
+            cards=tuple(CardView(c.number, c.status, c.isil, c.issued_at, c.name, c.status_changed_at) for c in cards),
             national_id=nid_plain if with_national_id else None,
         )

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from gateway.register import actors, crypto, fields, records, sessions
 from gateway.register.actors import Actor
 from gateway.register.context import Area
-from gateway.register.errors import InvalidInput
+from gateway.register.errors import InvalidInput, SessionEnded
 from gateway.register.identifiers import InvalidIdentifier, normalise_card_number
 from gateway.register.models import AuditEvent, Card, Library, Patron, SIPTerminal, WebSession, utcnow
 from gateway.register.pin_codes import set_pin_in
@@ -154,13 +154,19 @@ class SelfService(Area):
         one (4–8 digits) works at once on every channel, and the patron's other sessions end.
 
         Raises InvalidInput (the new PINs differ or are not 4–8 digits; no attempt is counted),
-        AuthenticationFailed or PinLocked (the old PIN)."""
+        AuthenticationFailed or PinLocked (the old PIN; also when another change of the PIN won a
+        race), SessionEnded (``keep_session`` ended meanwhile)."""
         if new_pin != new_pin_again:
             raise InvalidInput("the new PINs are not the same")
         pin_hash = crypto.hash_secret(fields.pin(new_pin), self.settings.pin_hash_cost)
 
         def change(s: Session, patron: Patron, row: Card) -> None:
             actors.require_own(actor, (c.number for c in patron.cards), "a patron may change only their own PIN")
+            if keep_session is not None and s.scalar(select(WebSession.id).where(
+                    WebSession.token_hash == sessions.token_hash(keep_session), WebSession.ended_at.is_(None),
+                    WebSession.patron_id == patron.id)) is None:
+                # Ended meanwhile, e.g. by a PIN change in another session that committed first.
+                raise SessionEnded("the session has ended; log in again")
             set_pin_in(s, actor, patron, row.number, pin_hash, keep_session=keep_session)
 
         self.register.pins.check_pin(actor, card, old_pin, then=change)
@@ -173,6 +179,7 @@ class SelfService(Area):
             actors.require_may_export(actor, (c.number for c in patron.cards))
             total = s.scalar(select(func.count()).select_from(AuditEvent).where(
                 AuditEvent.patron_id == patron.id)) or 0
+            page = min(page, max(1, -(-total // per_page)))  # past the end: the last page
             rows = list(s.execute(
                 select(AuditEvent, Library.name)
                 .outerjoin(Library, Library.isil == AuditEvent.library_isil)

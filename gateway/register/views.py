@@ -84,6 +84,8 @@ class CardView:
     status: str
     library_isil: str
     issued_at: datetime
+    library_name: str = ""  # the library that issued it
+    status_changed_at: datetime | None = None  # when it was reported lost, replaced or deleted
 
 
 @dataclass(frozen=True)

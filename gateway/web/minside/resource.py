@@ -51,6 +51,7 @@ from gateway.register.errors import (
     PermissionDenied,
     PinLocked,
     RegisterUnavailable,
+    SessionEnded,
     VersionConflict,
 )
 from gateway.throttle import LoginThrottle
@@ -513,6 +514,8 @@ class MinSide(resource.Resource):
             errors = {"old_pin": "pin.err_old"}
         except PinLocked:
             errors = {"old_pin": "pin.err_locked"}
+        except SessionEnded:  # ended meanwhile (a PIN change in another session won): log in again
+            return self._to_login(ctx)
         else:
             return _redirect(f"{PREFIX}/pin?lagret=1")
         return self._page(ctx, "pin.html", errors={k: ctx.t(v) for k, v in errors.items()}, notice=None)
