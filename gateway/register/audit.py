@@ -8,6 +8,7 @@ refusals included, against the patron they concerned, so the patron sees them in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 
@@ -24,11 +25,18 @@ from gateway.register.views import AuditView, ChangeView
 from gateway.register.vocabulary import Action, ChangeKind
 
 INSERT = insert(cast(Table, AuditEvent.__table__))
+_DECISIONS = frozenset({Action.PATRON_CHECK, Action.DOOR})
+#: Told ``(channel, reason)`` of every decision as it is audited (gateway.metrics counts them):
+#: never who, nor which card.
+decision_listeners: list[Callable[[str, str], None]] = []
 
 
 def row(actor: Actor, action: Action, outcome: str, *, patron: Patron | int | None = None, card: str | None = None,
         library: str | None = None, detail: str | None = None, at: datetime | None = None) -> dict[str, Any]:
     """One audit event as the insert takes it (``patron``: a Patron or its id)."""
+    if action in _DECISIONS:
+        for listener in decision_listeners:
+            listener(str(actor.channel), str(outcome))
     return {
         "at": at or utcnow(), "actor": actor.label[:120], "library_isil": library or actor.library_isil,
         "action": str(action), "patron_id": patron.id if isinstance(patron, Patron) else patron, "card_number": card,

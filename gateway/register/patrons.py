@@ -184,13 +184,15 @@ class Patrons(Area):
             raise found
         return found
 
-    def find_patrons(self, actor: Actor, cards: list[str], *,
-                     with_national_id: bool = False) -> list[PatronView | RegisterError]:
+    def find_patrons(self, actor: Actor, cards: list[str], *, with_national_id: bool = False,
+                     request_ids: list[str | None] | None = None) -> list[PatronView | RegisterError]:
         """Patrons by card number, many at once (library systems looking patrons up in parallel): for
         each card its view, or the error that refuses it (malformed, not in the register, another
         patron's card for a patron); each view audited. Four queries and one transaction, whatever the
-        number of cards; ``find_patron`` is the same for one."""
+        number of cards; ``find_patron`` is the same for one. ``request_ids``: one per card, the
+        request each card was asked in (its audit row carries it; `Actor.asking`)."""
         actors.require_may_look_up(actor, with_national_id=with_national_id)
+        asking = [actor.asking(rid) for rid in request_ids] if request_ids is not None else [actor] * len(cards)
         out: list[PatronView | RegisterError | None] = [None] * len(cards)
         asked: list[tuple[int, str]] = []
         for i, card in enumerate(cards):
@@ -206,7 +208,7 @@ class Patrons(Area):
                 row = owners.get(number)
                 if row is None or row.status == CardStatus.DELETED:
                     out[i] = NotFound(f"card {number} is not in the register")
-                    audits.append((i, audit.row(actor, Action.PATRON_LOOKUP, "not_found", card=number)))
+                    audits.append((i, audit.row(asking[i], Action.PATRON_LOOKUP, "not_found", card=number)))
                 else:
                     found.append((i, row.patron_id, number))
             views = self._load_views(conn, [(patron_id, number) for _, patron_id, number in found],
@@ -214,11 +216,11 @@ class Patrons(Area):
             for (i, patron_id, number), view in zip(found, views, strict=True):
                 if not actors.is_own(actor, (c.number for c in view.cards)):
                     out[i] = PermissionDenied("a patron may see only their own data")
-                    audits.append((i, audit.row(actor, Action.PATRON_LOOKUP, "permission_denied", patron=patron_id,
+                    audits.append((i, audit.row(asking[i], Action.PATRON_LOOKUP, "permission_denied", patron=patron_id,
                                                 card=number)))
                     continue
                 out[i] = view
-                audits.append((i, audit.row(actor, Action.PATRON_LOOKUP, "ok", patron=patron_id, card=number,
+                audits.append((i, audit.row(asking[i], Action.PATRON_LOOKUP, "ok", patron=patron_id, card=number,
                                             detail="national id shown" if with_national_id else None)))
             if audits:
                 conn.execute(audit.INSERT, [row for _, row in sorted(audits, key=lambda a: a[0])])

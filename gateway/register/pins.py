@@ -26,6 +26,7 @@ limit. A claim left behind by a process that died expires after ``STALE_CLAIM`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -39,6 +40,8 @@ from gateway.register.views import PinCheck
 STALE_CLAIM = timedelta(seconds=30)
 BUSY_RETRIES, BUSY_WAIT_SECONDS = 40, 0.025  # about a second of waiting for a place, at most
 NO_PATRON = 0  # the id the statements run against when there is nobody to count for
+#: Told of every PIN that a wrong PIN has just locked (gateway.metrics counts them); never whose.
+lockout_listeners: list[Callable[[], None]] = []
 
 _patrons = cast(Table, Patron.__table__)
 _p = _patrons.c
@@ -128,16 +131,27 @@ def compare(pin: str, claimed: Claim, decoy: str) -> bool:
     return crypto.verify_secret(pin, claimed.stored)
 
 
+def _same_instant(stored: datetime, written: datetime) -> bool:
+    """Whether the lock time read back is the one this check wrote (SQLite hands it back naive)."""
+    return stored.replace(tzinfo=None) == written.replace(tzinfo=None)
+
+
 def settle(conn: Connection, claimed: Claim, matched: bool, pin: str, *, now: datetime, max_failures: int,
            lock_minutes: int, hash_cost: int) -> PinCheck:
     """Step 3, in the caller's second transaction: count the attempt; the result of the check."""
+    lock_until = now + timedelta(minutes=lock_minutes)
     params = {"patron_id": claimed.patron_id, "now": now, "max_failures": max_failures,
-              "lock_until": now + timedelta(minutes=lock_minutes), "seen_failures": claimed.seen_failures}
+              "lock_until": lock_until, "seen_failures": claimed.seen_failures}
     if claimed.refusal is not None or not matched:
         locked_until = conn.execute(_SETTLE_WRONG, params).scalar()
         if claimed.refusal is not None:
             return claimed.refusal
-        return PinCheck.LOCKED if locked_until is not None and locked_until > now else PinCheck.WRONG
+        if locked_until is not None and locked_until > now:
+            if _same_instant(locked_until, lock_until):  # this wrong PIN locked it
+                for listener in lockout_listeners:
+                    listener()
+            return PinCheck.LOCKED
+        return PinCheck.WRONG
     locked_until = conn.execute(_SETTLE_RIGHT, params).scalar()
     if locked_until is not None and locked_until > now:
         return PinCheck.LOCKED  # locked by another check while this one was hashed: refused too

@@ -138,9 +138,9 @@ class Register:
     def find_patron(self, actor: Actor, card: str, *, with_national_id: bool = False) -> PatronView:
         return self.patrons.find_patron(actor, card, with_national_id=with_national_id)
 
-    def find_patrons(self, actor: Actor, cards: list[str], *,
-                     with_national_id: bool = False) -> list[PatronView | RegisterError]:
-        return self.patrons.find_patrons(actor, cards, with_national_id=with_national_id)
+    def find_patrons(self, actor: Actor, cards: list[str], *, with_national_id: bool = False,
+                     request_ids: list[str | None] | None = None) -> list[PatronView | RegisterError]:
+        return self.patrons.find_patrons(actor, cards, with_national_id=with_national_id, request_ids=request_ids)
 
     def find_patron_by_national_id(self, actor: Actor, national_id: str, *,
                                    with_national_id: bool = False) -> PatronView:
