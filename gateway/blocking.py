@@ -41,6 +41,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gateway import metrics
 from gateway.register.errors import RegisterUnavailable
 from gateway.register.store import deadline
 
@@ -89,6 +90,8 @@ class RegisterCalls:
         self._commit_margin = min(1.0, timeout / 8)
         self._sweeper: Any = None
         self._flush_scheduled = False
+        self.metrics = metrics.get()
+        self.metrics.register_state(True)
 
     # ------------------------------------------------------------------ the reactor side
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
@@ -248,6 +251,7 @@ class RegisterCalls:
         self._tell(True)
 
     def _tell(self, online: bool) -> None:
+        self.metrics.register_state(online)
         for listener in list(self.listeners):
             try:
                 listener(online)
@@ -256,6 +260,8 @@ class RegisterCalls:
 
     # ------------------------------------------------------------------ the thread side
     def _run(self, batch: list[_Call], counted: bool) -> None:
+        observe = self.metrics.register_calls.observe  # each call's time (a group's: once)
+        clock = time.perf_counter
         results: list[tuple[bool, Any]] = [(False, None)] * len(batch)
         together: dict[Callable[..., Any], list[int]] = {}
         for n, (d, fn, args, kwargs, commit_by) in enumerate(batch):
@@ -264,17 +270,21 @@ class RegisterCalls:
             elif kwargs is None:
                 together.setdefault(fn, []).append(n)
             else:
+                began = clock()
                 try:
                     with deadline(commit_by, cancelled=partial(_answered, [d])):
                         results[n] = (True, fn(*args, **kwargs))
                 except BaseException:  # noqa: BLE001 - handed to the caller's errback, as deferToThread does
                     results[n] = (False, Failure())
+                observe(clock() - began)
         for fn_many, members in together.items():
+            began = clock()
             try:
                 # One transaction for the group: it commits only while every member's caller waits.
                 waiting = [batch[n][0] for n in members]
                 with deadline(min(batch[n][4] for n in members), cancelled=partial(_answered, waiting)):
                     outcomes = fn_many([batch[n][2][0] for n in members])
+                observe(clock() - began)
                 if len(outcomes) != len(members):
                     raise RuntimeError(f"{fn_many!r} returned {len(outcomes)} outcomes for {len(members)} items")
             except BaseException:  # noqa: BLE001

@@ -134,6 +134,24 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """The daemon's log (`gateway.logs`): the format, the lowest level written (read again on
+    SIGHUP), and which requests get a line of their own."""
+
+    format: str = "text"  # text | json
+    level: str = "info"  # debug | info | warn | error | critical
+    requests: str = "all"  # all | refused | none
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``GET /metrics`` on the HTTP listeners (`gateway.metrics`): answered only to these sources
+    (CIDR; behind a ``haproxy:`` listener, the source its PROXY header names), 403 to any other."""
+
+    allowed_networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     keys_file: str = "var/keys.yaml"
@@ -143,6 +161,8 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     web: WebConfig = field(default_factory=WebConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # Folder that relative paths (keys_file, sqlite files) are resolved against.
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
     # Where the settings came from (the file's path, or "built-in defaults"), for error messages.
@@ -306,11 +326,29 @@ def _check_ranges(config: Config, source: str) -> None:
                                   "(e.g. tcp:8080:interface=127.0.0.1)")
     _check_sip2_and_tls(config, source)
     _check_web(config, source)
+    _check_logging_and_metrics(config, source)
     workers = config.server.workers
     if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int)
                               or not 1 <= workers <= MAX_WORKERS):
         raise ConfigError(f"{source}: key 'server.workers' must be a whole number between 1 and {MAX_WORKERS}, "
                           f"or auto (one per CPU), not {workers!r:.40}")
+
+
+def _check_logging_and_metrics(config: Config, source: str) -> None:
+    """The log's format, level and request lines; the networks /metrics answers."""
+    import ipaddress
+
+    for key, value, allowed in [("logging.format", config.logging.format, ("text", "json")),
+                                ("logging.level", config.logging.level, ("debug", "info", "warn", "error", "critical")),
+                                ("logging.requests", config.logging.requests, ("all", "refused", "none"))]:
+        if value not in allowed:
+            raise ConfigError(f"{source}: key '{key}' must be one of {', '.join(allowed)}, not {value!r:.40}")
+    for i, network in enumerate(config.metrics.allowed_networks):
+        try:
+            ipaddress.ip_network(network.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(f"{source}: key 'metrics.allowed_networks[{i}]' is not an address or network "
+                              f"(CIDR, e.g. 10.0.0.0/8): {network!r:.60}") from None
 
 
 def _check_web(config: Config, source: str) -> None:

@@ -19,13 +19,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, interfaces, task
-from twisted.logger import FileLogObserver, Logger, formatEventAsClassicLogText, globalLogBeginner
+from twisted.logger import FileLogObserver, Logger
 
+from gateway import logs
 from gateway.blocking import RegisterCalls
 from gateway.config import Config
 from gateway.endpoints import check_config, fit_descriptor_limit, tls_options
@@ -145,8 +145,11 @@ def build_service(config: Config, register: Register, reactor: Any,
                       max_body_bytes=http.max_body_bytes, header_timeout=http.header_timeout,
                       body_timeout=http.body_timeout, idle_timeout=http.idle_timeout,
                       max_connections=http.max_connections, max_connections_per_source=http.max_connections_per_source,
-                      web=config.web)
+                      web=config.web, metrics_networks=config.metrics.allowed_networks)
     top.site = site  # type: ignore[attr-defined]  # shutdown waits for its requests
+    # /healthz/ready: ready only while every listener listens
+    site.health.listeners_up = lambda: all(  # type: ignore[attr-defined]
+        child.port is not None for child in top if isinstance(child, Listener))
     sip2_factory = SIP2Factory(register, reactor, config.sip2, calls=calls)
     calls.listeners.append(sip2_factory.set_online)  # 98 says "offline" as soon as the pool does
     Housekeeping(register, calls, config, reactor).setServiceParent(top)  # retention while serving
@@ -172,16 +175,8 @@ def _one_line(failure: Any) -> str:
 
 
 def utc_log_observer(out: TextIO) -> FileLogObserver:
-    """Log lines stamped in UTC, and saying so (``2026-12-01T23:45:00Z``), whatever the host's zone:
-    the register stores times in UTC and shows them to people in Europe/Oslo; logs are for machines
-    and operators comparing hosts."""
-
-    def stamp(when: float | None) -> str:
-        if when is None:
-            return "-"
-        return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    return FileLogObserver(out, lambda event: formatEventAsClassicLogText(event, formatTime=stamp))
+    """The text log's observer: lines stamped in UTC, and saying so (`gateway.logs.text_observer`)."""
+    return logs.text_observer(out)
 
 
 def reload_tls(top: MultiService) -> None:
@@ -229,7 +224,9 @@ def serve(config: Config, announcer: Announcer | None = None) -> None:
     announce: Announcer = announcer if announcer is not None else _SystemdAnnouncer(reactor)
     # before the database: config errors are exit 2
     parsed = check_config(config, reactor, adopted=announce.fds if worker else None)
-    globalLogBeginner.beginLoggingTo([utc_log_observer(sys.stdout)], redirectStandardIO=False)
+    # text (UTC, the default) or JSON lines, from logging.level; SIGHUP reads the level again
+    logs.install(config.logging.format, config.logging.level, config.logging.requests)
+    RELOAD_HOOKS.append(logs.level_reloader(config.source))
     offline_ok = worker or bool(os.environ.get("NOTIFY_SOCKET"))
     register, answers = open_register_for_serving(config, offline_ok=offline_ok)
     interfaces.IReactorThreads(reactor).suggestThreadPoolSize(max(4, config.database.pool_size * 2))

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
+from gateway import logs, metrics
 from gateway.blocking import RegisterCalls
 from gateway.ncip.responder import Answer, Responder
 from gateway.quiet import Quiet
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 log = Logger(namespace="nlr.ncip")
 
 CONTENT_TYPE = b"application/xml; charset=utf-8"
+# Problems that say the gateway or the register failed, not the request: the outcome ``error``.
+_ERRORS = frozenset({s.TEMPORARY_PROCESSING_FAILURE.value, s.REGISTER_UNAVAILABLE.value})
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -241,6 +244,7 @@ class NCIPResource(resource.Resource):
         self.max_body_bytes = max_body_bytes
         self.responder = Responder(register, max_body_bytes=max_body_bytes)
         self.calls = RegisterCalls(reactor, timeout=register_timeout) if calls is None else calls
+        self.metrics = metrics.get()
 
     def render(self, request: server.Request) -> Any:
         return self.render_POST(request) if request.method == b"POST" else self.not_allowed(request)
@@ -253,14 +257,17 @@ class NCIPResource(resource.Resource):
         return b"NCIP: POST an NCIPMessage to this address\n"
 
     def render_POST(self, request: server.Request) -> Any:
+        # The request's id (its audit rows and its log line carry it) and when it began.
+        rid = request.nlr_request_id = logs.new_request_id()  # type: ignore[attr-defined]
+        request.nlr_began = time.perf_counter()  # type: ignore[attr-defined]
         message = self._message(request)
         if message is None:
             problem = ncip.MessageTooLarge(self.max_body_bytes).problem
             return self._send(Answer(ncip.message_problem(problem), problem=problem.type.value), request)
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
-        d = self.calls.call_alone(self.responder.answer, message, _bearer(request)) if _may_hash(message) \
-            else self.calls.call_many(self.responder.answer_many, (message, _bearer(request)))
+        d = self.calls.call_alone(self.responder.answer, message, _bearer(request), rid) if _may_hash(message) \
+            else self.calls.call_many(self.responder.answer_many, (message, _bearer(request), rid))
         d.addErrback(self._crashed)
         d.addCallback(self._write, request, gone)
         d.addErrback(self._not_written)
@@ -273,6 +280,8 @@ class NCIPResource(resource.Resource):
         if not gone:  # the client may have hung up meanwhile
             request.write(self._send(answer, request))
             request.finish()
+        else:
+            self._account(answer, request)
 
     def _message(self, request: server.Request) -> bytes | None:
         """The XML: the body, or the form field ``xml``; None when larger than the cap."""
@@ -293,14 +302,23 @@ class NCIPResource(resource.Resource):
                 return field
         return body
 
-    def _send(self, answer: Answer, request: server.Request) -> bytes:
+    def _account(self, answer: Answer, request: server.Request) -> None:
+        """The request's metrics, and its line (`gateway.logs.request`) when a client credential was
+        accepted; refused before that, it is counted, not a line each (nor an access line each)."""
+        outcome = "ok" if answer.problem is None else "error" if answer.problem in _ERRORS else "refused"
+        elapsed = time.perf_counter() - getattr(request, "nlr_began", time.perf_counter())
+        service = metrics.service_label(answer.service)
+        self.metrics.ncip_requests(service, outcome).inc()
+        self.metrics.ncip_duration(service).observe(elapsed)
         if answer.problem and answer.client is None:
-            # refused before any credential: counted, not a line each (nor an access line each)
             request.nlr_anonymous = True  # type: ignore[attr-defined]
             _anonymous.note(answer.problem)
-        elif answer.problem:
-            log.info("NCIP {service} from {client}: {problem}", service=answer.service or "message",
-                     client=answer.client, problem=answer.problem)
+        elif logs.wants(outcome):
+            logs.request("ncip", outcome, elapsed, getattr(request, "nlr_request_id", None), service=service,
+                         client=answer.client, library=answer.library, reason=answer.problem)
+
+    def _send(self, answer: Answer, request: server.Request) -> bytes:
+        self._account(answer, request)
         request.setResponseCode(200)
         request.setHeader(b"content-type", CONTENT_TYPE)
         request.setHeader(b"cache-control", b"no-store")

@@ -48,6 +48,7 @@ class Answer:
     service: str | None = None  # None: a message-level Problem
     client: str | None = None
     problem: str | None = None  # the ProblemType value, when the answer is a Problem
+    library: str | None = None  # the client's library (ISIL)
 
 
 class Refused(Exception):
@@ -192,12 +193,13 @@ class Responder:
         self.agency_id = register.settings.agency_id
         self.max_body_bytes = max_body_bytes
 
-    def answer(self, message: bytes, bearer: str | None) -> Answer:
-        """The response to one message. Raises nothing but a bug."""
+    def answer(self, message: bytes, bearer: str | None, request_id: str | None = None) -> Answer:
+        """The response to one message, asked in the request ``request_id`` (its audit rows carry it).
+        Raises nothing but a bug."""
         begun = self._begin(message, bearer, {})
-        return begun if isinstance(begun, Answer) else self._finish(*begun)
+        return begun if isinstance(begun, Answer) else self._finish(*begun, request_id)
 
-    def answer_many(self, messages: list[tuple[bytes, str | None]]) -> list[Answer | Exception]:
+    def answer_many(self, messages: list[tuple[bytes, str | None, str | None]]) -> list[Answer | Exception]:
         """``answer`` for messages that arrived together: the same responses, but lookups by card
         (without a PIN) of the same client are read in one go (``Register.find_patrons``), and each
         credential is checked once. A bug costs only the messages it met: their outcome is the
@@ -206,7 +208,7 @@ class Responder:
         out: list[Answer | Exception | None] = [None] * len(messages)
         clients: dict[str, ClientView | None] = {}
         lookups: dict[tuple[ClientView, bool], list[tuple[int, ncip.LookupUser]]] = {}
-        for i, (message, bearer) in enumerate(messages):
+        for i, (message, bearer, request_id) in enumerate(messages):
             try:
                 begun = self._begin(message, bearer, clients)
                 if isinstance(begun, Answer):
@@ -217,13 +219,14 @@ class Responder:
                     see = self._sees_national_id(request, client.actor())
                     lookups.setdefault((client, see), []).append((i, request))
                 else:
-                    out[i] = self._finish(request, client)
+                    out[i] = self._finish(request, client, request_id)
             except Exception as exc:  # noqa: BLE001 - a bug: this message alone
                 out[i] = exc
         for (client, see), group in lookups.items():
             try:
                 views: Sequence[PatronView | Exception] = self.register.find_patrons(
-                    client.actor(), [r.user.card or "" for _, r in group], with_national_id=see)
+                    client.actor(), [r.user.card or "" for _, r in group], with_national_id=see,
+                    request_ids=[messages[i][2] for i, _ in group])
             except Exception as exc:  # noqa: BLE001 - RegisterError: a Problem each; a bug: the group alone
                 views = [exc] * len(group)
             for (i, r), view in zip(group, views, strict=True):
@@ -236,7 +239,7 @@ class Responder:
                         body = ncip.lookup_user_response(user_view(view), r.element_types, header=r.header,
                                                          register_id=self.agency_id,
                                                          national_id=view.national_id if see else None)
-                        out[i] = Answer(body, r.service, client.name)
+                        out[i] = Answer(body, r.service, client.name, library=client.library_isil)
                     except Exception as exc:  # noqa: BLE001
                         out[i] = exc
         return out  # type: ignore[return-value]
@@ -267,18 +270,19 @@ class Responder:
         except RegisterUnavailable as exc:
             return self._problem(request, problem_for(exc, request), None)
 
-    def _finish(self, request: ncip.Request, client: ClientView) -> Answer:
+    def _finish(self, request: ncip.Request, client: ClientView, request_id: str | None = None) -> Answer:
         try:
-            body = self._serve(request, client.actor())
+            body = self._serve(request, client.actor().asking(request_id))
         except RegisterError as exc:
             return self._problem(request, problem_for(exc, request), client)
         except Refused as refused:
             return self._problem(request, refused.problem, client)
-        return Answer(body, request.service, client.name)
+        return Answer(body, request.service, client.name, library=client.library_isil)
 
     def _problem(self, request: ncip.Request, problem: Problem, client: ClientView | None) -> Answer:
         body = ncip.problem_response(request.service, problem, header=request.header, register_id=self.agency_id)
-        return Answer(body, request.service, client.name if client else None, problem.type.value)
+        return Answer(body, request.service, client.name if client else None, problem.type.value,
+                      client.library_isil if client else None)
 
     def _client(self, header: ncip.InitiationHeader, bearer: str | None,
                 known: dict[str, ClientView | None]) -> ClientView:

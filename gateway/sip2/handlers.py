@@ -44,9 +44,10 @@ BEFORE_LOGIN = frozenset({"93", "99"})
 
 
 def _session(conn: SIP2Protocol) -> tuple[TerminalView, Actor]:
-    terminal, actor = conn.terminal, conn.actor
-    assert terminal is not None and actor is not None, "the login gate lets only 93 and 99 through"
-    return terminal, actor
+    """The terminal logged in, and its actor asking in this request (its audit rows carry the id)."""
+    terminal = conn.terminal
+    assert terminal is not None, "the login gate lets only 93 and 99 through"
+    return terminal, conn.asking()
 
 
 # ---------------------------------------------------------------------- the handlers
@@ -83,10 +84,12 @@ def status(conn: SIP2Protocol, request: Message) -> Answer | Deferred[Answer]:
     """99 → 98. Before login: the last known database state, for no library; after: asks the database."""
     terminal = conn.terminal
     if terminal is None:
+        conn.note("ok" if conn.factory.online else "error")
         return conn.respond(request, answers.status_answer(conn.factory.online, "", answers.now()))
 
     def answer(online: bool) -> Answer:
         conn.factory.set_online(online)
+        conn.note("ok" if online else "error", None if online else str(Reason.REGISTER_UNAVAILABLE))
         return conn.respond(request, answers.status_answer(online, terminal.library_isil, answers.now()))
 
     ping = conn.factory.call(conn.factory.register.ping)
@@ -99,10 +102,12 @@ def login(conn: SIP2Protocol, request: Message) -> Answer | Deferred[Answer]:
     if factory.throttle.blocked(conn.source):
         factory.log_quietly("throttled", "SIP2 login from {peer} refused: too many failed logins from this address",
                             peer=conn.peer)
+        conn.note("refused", "throttled")
         return conn.login_failed(request, counted=False)  # refusals never extend the block
     if request.fixed.get("uid_algorithm", "0") not in "0 " or request.fixed.get("pwd_algorithm", "0") not in "0 ":
         # Refused unread: the register never judged the password, so no strike for the source
         # address (a misconfigured device must not lock its neighbours out); one for the connection.
+        conn.note("refused", "encrypted")
         return conn.login_failed(request, "encrypted login algorithms are not supported", counted=False,
                                  kind="encrypted login")
     d = factory.call(factory.register.terminal_login, request.get("CN") or "", request.get("CO") or "",
@@ -112,7 +117,9 @@ def login(conn: SIP2Protocol, request: Message) -> Answer | Deferred[Answer]:
         terminal, outcome = result.terminal, result.outcome
         factory.set_online(True)
         if terminal is None:
+            conn.note("refused", outcome)
             return conn.login_failed(request, outcome)
+        conn.note("ok")
         conn.logged_in(terminal)
         return conn.respond(request, answers.login_answer(True))
 
@@ -131,6 +138,7 @@ def end_session(conn: SIP2Protocol, request: Message) -> Answer:
 
 def circulation(conn: SIP2Protocol, request: Message) -> Answer:
     """Loans, returns, holds, fees: a protocol-valid refusal; nothing stored or logged (A.3)."""
+    conn.note("refused", "not_supported")
     return conn.respond(request, answers.circulation_refusal(request, answers.now()))
 
 
@@ -159,14 +167,21 @@ def _decision(conn: SIP2Protocol, d: Deferred[T], request: Message, answer: Call
         dec = result.decision if isinstance(result, SelfActivation) else result
         if isinstance(dec, Decision):
             conn.factory.set_online(dec.reason is not Reason.REGISTER_UNAVAILABLE)
+            blocked = request.code == "01" and dec.reason is Reason.PATRON_BLOCKED  # 01 done as asked
+            conn.note("ok" if blocked else _OUTCOMES.get(dec.reason, "refused"), str(dec.reason))
         return conn.respond(request, answer(result))
 
     return d.addErrback(failed).addCallback(done)
 
 
+#: A decision's reason → the request's outcome (every other reason: ``refused``).
+_OUTCOMES = {Reason.GRANTED: "ok", Reason.REGISTER_UNAVAILABLE: "error"}
+
+
 def register_failed(conn: SIP2Protocol, failure: Failure, value: T) -> T:
     """A register call that failed or timed out: logged (type only: an error's text may quote
     parameters), and the request answered as "register unavailable" (``value``)."""
+    conn.note("error", str(Reason.REGISTER_UNAVAILABLE))
     if not failure.check(RegisterError, defer.TimeoutError, defer.CancelledError):
         log.failure("unexpected error in a register call for {peer}", failure, peer=conn.peer)
     elif conn.factory.online:  # the first failure says why; the state line says the rest

@@ -8,6 +8,7 @@ client, and no PIN, password or national id is logged.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from enum import StrEnum
@@ -21,6 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import protocols.sip2 as sip2
+from gateway import logs, metrics
 from gateway.blocking import RegisterCalls
 from gateway.config import SIP2Config
 from gateway.endpoints import source_group, total_cap
@@ -91,6 +93,7 @@ class SIP2Factory(protocol.Factory):
         self.calls = calls if calls is not None else RegisterCalls(reactor, timeout=register_timeout)
         self.online = True
         self._quiet: dict[str, Quiet] = {}  # per kind of log line that a flood could repeat
+        self.metrics = metrics.get()
 
     def log_quietly(self, kind: str, text: str, **fields: Any) -> None:
         """A warning that any number of connections could each cause (refusals, junk before login,
@@ -210,6 +213,13 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         self._key: tuple[int | None, str] | None = None
         self._basis_logged = False
         self._linger: interfaces.IDelayedCall | None = None
+        # The request being handled: its id (given to the register, on its log line), when it was
+        # read, its command code, and what the handler noted of its outcome.
+        self.rid: str | None = None
+        self._began = 0.0
+        self._code: str | None = None
+        self._outcome = "ok"
+        self._reason: str | None = None
 
     def callLater(self, period: float, func: Callable[[], object]) -> interfaces.IDelayedCall:
         """TimeoutMixin's clock, and the linger's: the factory's reactor (a test clock in tests)."""
@@ -241,6 +251,7 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
             self._refuse()
             return
         self.admitted = True
+        self.factory.metrics.sip2_connections.inc()
         if not self.factory.admit_source(self.source):
             self._refuse()
             return
@@ -255,6 +266,7 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         if self.admitted:
             self.admitted = False
             self.factory.release(self.counted_source)
+            self.factory.metrics.sip2_connections.dec()
         if held := self.bad_frames.flush():
             log.warn("SIP2 connection from {peer} ({who}) closed; {n} more unreadable message(s) from it were "
                      "not logged one by one", peer=self.peer, who=self._who(), n=held)
@@ -352,10 +364,13 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
             if frame is _CLOSE:
                 self._close(None, abort=False)
                 return
+            self._begin()
             try:
                 result = self._handle(frame)
             except Exception:  # noqa: BLE001 - a bug must cost one connection, never the daemon
                 log.failure("SIP2 request from {peer} failed; closing the connection", peer=self.peer)
+                self.note("error")
+                self._done()
                 self._close(None)
                 return
             if isinstance(result, Deferred):
@@ -363,12 +378,14 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
                     self.phase = Phase.BUSY
                 result.addCallbacks(self._answered, self._broken)
                 return
+            self._done()
             self._write(result)
         if self.paused and not self.closing and len(self.pending) < self.PAUSE_AT // 2 and _CLOSE not in self.pending:
             self.paused = False
             self.connection.resumeProducing()
 
     def _answered(self, data: Answer) -> None:
+        self._done()
         if self.phase is Phase.BUSY:
             self.phase = Phase.READY if self.terminal is not None else Phase.AWAITING_LOGIN
             self._write(data)
@@ -376,7 +393,41 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
 
     def _broken(self, failure: Failure) -> None:
         log.failure("SIP2 request from {peer} failed; closing the connection", failure, peer=self.peer)
+        self.note("error")
+        self._done()
         self._close(None)
+
+    # ------------------------------------------------------------------ one request's id, metrics and line
+    def _begin(self) -> None:
+        self.rid = logs.new_request_id()
+        self._began = time.perf_counter()
+        self._code, self._outcome, self._reason = None, "ok", None
+
+    def note(self, outcome: str, reason: str | None = None) -> None:
+        """What a handler says of the request's outcome (``ok``, ``refused``, ``error``) and why
+        (the register's reason code): for the metrics and the request's log line."""
+        self._outcome, self._reason = outcome, reason
+
+    def _done(self) -> None:
+        """The request is answered (or given up): its metrics, and its line for a logged-in terminal
+        (before login any number of connections could each cause one: those are only counted)."""
+        code = self._code
+        if code is None:  # no request was read (junk that is not answered): nothing to count
+            return
+        self._code = None
+        elapsed = time.perf_counter() - self._began
+        m, label = self.factory.metrics, metrics.command_label(code)
+        m.sip2_requests(label, self._outcome).inc()
+        m.sip2_duration(label).observe(elapsed)
+        terminal = self.terminal
+        if terminal is not None and logs.wants(self._outcome):
+            logs.request("sip2", self._outcome, elapsed, self.rid, command=label, terminal=terminal.login,
+                         library=terminal.library_isil, reason=self._reason)
+
+    def asking(self) -> Actor:
+        """The logged-in terminal's actor, asking in the current request (its audit rows carry its id)."""
+        assert self.actor is not None, "the login gate lets only 93 and 99 through"
+        return self.actor.asking(self.rid)
 
     def _write(self, data: Answer) -> None:
         if data and not self.closing:
@@ -387,9 +438,14 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         try:
             request = sip2.parse(frame, self.terminal.encoding if self.terminal else None)
         except sip2.ChecksumError as exc:
+            self._code = exc.command or "other"
+            self.note("refused", "checksum")
             return self._bad_checksum(exc)
         except sip2.SIP2Error as exc:
+            self._code = exc.command or "other"
+            self.note("refused", "unreadable")
             return self._unparsable(frame, exc)
+        self._code = request.code
         self.bad_checksums = 0
         if self.phase is Phase.READY:
             self.resetTimeout()
@@ -404,10 +460,12 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         if self._key is not None and self._key == self.last_key and self.last_response is not None:
             return self.last_response  # a retransmission: replay, never re-execute (B.7)
         if self.phase is Phase.AWAITING_LOGIN and code not in handlers.BEFORE_LOGIN:
+            self.note("refused", "not_logged_in")
             self._close(f"message {code} before a successful login (93 must come first)", kind="before login")
             return None
         handler = handlers.HANDLERS.get(code)
         if handler is None:
+            self.note("refused", "not_a_request")
             self._bad_frame("ignored SIP2 message {code} from {peer} ({who}): not a request", code=code,
                             peer=self.peer, who=self._who())
             return None

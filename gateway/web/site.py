@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, protocol
@@ -24,6 +25,7 @@ from zope.interface import provider
 from gateway.blocking import RegisterCalls
 from gateway.config import WebConfig
 from gateway.endpoints import source_group, total_cap
+from gateway.metrics import DEFAULT_ALLOWED, MetricsResource
 from gateway.ncip import NCIPResource
 from gateway.quiet import Quiet
 from gateway.web.minside import MinSide
@@ -36,6 +38,9 @@ log = Logger(namespace="nlr")
 
 class Health(resource.Resource):
     """``GET /healthz``: 200 with JSON when the database answers, 503 when it does not.
+    ``GET /healthz/live``: 200 whenever the process answers at all (a liveness probe: restart me only
+    when this fails). ``GET /healthz/ready``: 200 when the register answers and every listener is
+    up (``listeners_up``, set by the service tree), else 503 (a readiness probe: send me traffic).
 
     The answer never waits longer than ``timeout`` seconds; concurrent requests share one database
     ping, and a new ping starts at most once per ``timeout`` while the database hangs, so a hung
@@ -43,6 +48,8 @@ class Health(resource.Resource):
     """
 
     isLeaf = True
+    #: Whether every listener of the daemon listens (`gateway.server.build_service` sets it).
+    listeners_up: Callable[[], bool] = staticmethod(lambda: True)
 
     def __init__(self, register: Register, reactor: Any, calls: RegisterCalls, timeout: float = 5.0) -> None:
         super().__init__()
@@ -73,18 +80,35 @@ class Health(resource.Resource):
         d.addErrback(lambda f: log.failure("health ping failed", f))
         return waiters
 
+    @staticmethod
+    def _json(request: server.Request, code: int, body: dict[str, str]) -> bytes:
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps(body).encode()
+
     def render_GET(self, request: server.Request) -> Any:
+        probe = b"/".join(request.postpath or [])
+        if probe == b"live":
+            return self._json(request, 200, {"status": "ok"})
+        if probe not in (b"", b"ready"):
+            return pages.notFound().render(request)
+        ready = probe == b"ready"
+        listening = self.listeners_up() if ready else True
         gone: list[bool] = []
         request.notifyFinish().addBoth(lambda _: gone.append(True))
 
         def answer(ok: bool) -> None:
             if gone:
                 return
-            request.setResponseCode(200 if ok else 503)
-            request.setHeader(b"content-type", b"application/json")
-            request.setHeader(b"cache-control", b"no-store")
-            body = {"status": "ok" if ok else "unavailable", "database": "ok" if ok else "unreachable"}
-            request.write(json.dumps(body).encode())
+            if ready:
+                up = ok and listening
+                body = {"status": "ready" if up else "not ready", "database": "ok" if ok else "unreachable",
+                        "listeners": "up" if listening else "down"}
+                request.write(self._json(request, 200 if up else 503, body))
+            else:
+                body = {"status": "ok" if ok else "unavailable", "database": "ok" if ok else "unreachable"}
+                request.write(self._json(request, 200 if ok else 503, body))
             request.finish()
 
         if self._ping is not None and time.monotonic() - self._ping[0] < self.timeout:
@@ -363,6 +387,9 @@ def bounded_access_line(timestamp: str, request: Any) -> str:
             f'"{_cut(request.getHeader(b"user-agent"), _FIELD_MAX["agent"])}"')
 
 
+_OWN_LINES = (b"/ncip", b"/min-side")
+
+
 class TrackingSite(server.Site):
     """A Site that counts requests in flight, so shutdown can wait for them; keeps request bodies
     only up to ``max_body_bytes`` (+1); and caps its open connections, in total and per source
@@ -371,6 +398,7 @@ class TrackingSite(server.Site):
 
     requestFactory = TrackedRequest
     protocol = HardenedChannel  # type: ignore[assignment]  # HTTP/1.1 only: no h2 is offered
+    noisy = False  # no "Starting factory <… at 0x…>" line
 
     header_timeout: float = 10.0
     body_timeout: float = 30.0
@@ -397,6 +425,8 @@ class TrackingSite(server.Site):
         if getattr(request, "nlr_anonymous", False) or 400 <= request.code < 500:
             self.anonymous.note(source=str(getattr(request.getClientAddress(), "host", "-")))
             return
+        if request.path.startswith(_OWN_LINES):
+            return  # /ncip and /min-side write a request line of their own (gateway.logs)
         super().log(request)
 
     def _room(self, addr: Any) -> bool:
@@ -452,16 +482,19 @@ def build_site(register: Register, reactor: Any, *, calls: RegisterCalls | None 
                body_timeout: float = TrackingSite.body_timeout, idle_timeout: float = 60.0,
                max_connections: int = TrackingSite.max_connections,
                max_connections_per_source: int = TrackingSite.max_connections_per_source,
-               web: WebConfig | None = None) -> TrackingSite:
+               web: WebConfig | None = None, metrics_networks: Iterable[str] = DEFAULT_ALLOWED) -> TrackingSite:
     """The HTTP site over ``register``. ``calls`` is the daemon's pool of register calls; without
     one (tests, benchmarks) the site gets a pool of its own. The limits are the ``http:`` keys of
-    the config (seconds, bytes, connections); ``web`` is the patron page's section."""
+    the config (seconds, bytes, connections); ``web`` is the patron page's section; ``metrics_networks``
+    the sources ``GET /metrics`` answers (``metrics.allowed_networks``)."""
     if calls is None:
         calls = RegisterCalls(reactor)
     web = web or WebConfig()
     root = Root()
     root.putChild(b"", ToMinSide())
-    root.putChild(b"healthz", Health(register, reactor, calls, timeout=health_timeout))
+    health = Health(register, reactor, calls, timeout=health_timeout)
+    root.putChild(b"healthz", health)
+    root.putChild(b"metrics", MetricsResource(metrics_networks))
     root.putChild(b"ncip", NCIPResource(register, reactor, calls=calls, max_body_bytes=max_body_bytes))
     root.putChild(b"min-side", MinSide(register, reactor, calls, idle_seconds=web.session_idle_seconds,
                                        max_seconds=web.session_max_seconds,
@@ -476,4 +509,5 @@ def build_site(register: Register, reactor: Any, *, calls: RegisterCalls | None 
     site.header_timeout, site.body_timeout = header_timeout, body_timeout
     site.max_connections, site.max_connections_per_source = max_connections, max_connections_per_source
     site.displayTracebacks = False
+    site.health = health  # type: ignore[attr-defined]  # the service tree tells it whether the listeners are up
     return site

@@ -27,6 +27,7 @@ import hmac
 import json
 import re
 import secrets
+import time
 import traceback
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
+from gateway import logs
 from gateway.blocking import RegisterCalls
 from gateway.endpoints import source_group
 from gateway.register.actors import Actor
@@ -120,6 +122,11 @@ class _Ctx:
     cookies: list[bytes] = field(default_factory=list)
     session: WebSession | None = None
     token: str | None = None
+    # The request's id (the patron's audit rows of it carry it, and so does its log line), and what
+    # the log line says of its outcome when the page alone does not tell (a login refused).
+    rid: str = field(default_factory=logs.new_request_id)
+    outcome: str | None = None
+    reason: str | None = None
 
     @property
     def secure(self) -> bool:
@@ -205,6 +212,7 @@ class MinSide(resource.Resource):
         lang, remember = choose(self._query_lang(request), _cookie(request, LANG_COOKIE),
                                 _header(request, b"accept-language"))
         ctx = _Ctx(request, route, Translator(lang), remember)
+        began = time.perf_counter()
         try:
             page = self._error(ctx, 413) if getattr(request, "body_too_large", False) else \
                 await self._route(ctx, segments)
@@ -218,6 +226,18 @@ class MinSide(resource.Resource):
             page = self._error(ctx, 500)
         if not gone:
             self._write(ctx, page)
+        self._log(ctx, page, time.perf_counter() - began)
+
+    def _log(self, ctx: _Ctx, page: Page, elapsed: float) -> None:
+        """The request's line (`gateway.logs.request`): the route, never the card, the PIN or the
+        session. A 4xx answer gets none: the site counts those, a line per 10 s, as for every path."""
+        if 400 <= page.code < 500:
+            return
+        outcome = ctx.outcome or ("error" if page.code >= 500 else "ok")
+        if logs.wants(outcome):
+            route = ctx.route if ctx.route in self.routes or ctx.route == "static" else "other"
+            logs.request("web", outcome, elapsed, ctx.rid, service=f"{ctx.request.method.decode('latin-1')[:8]} "
+                         f"/min-side/{route}", reason=ctx.reason, status=str(page.code))
 
     async def _route(self, ctx: _Ctx, segments: list[str]) -> Page:
         request = ctx.request
@@ -375,8 +395,9 @@ class MinSide(resource.Resource):
         return session, form, None
 
     @staticmethod
-    def _actor(session: WebSession) -> Actor:
-        return Actor("patron", session.card)
+    def _actor(ctx: _Ctx, session: WebSession) -> Actor:
+        """The patron, asking in this request (its audit rows carry the request's id)."""
+        return Actor("patron", session.card).asking(ctx.rid)
 
     # ------------------------------------------------------------------ log in, log out
     def _login_page(self, ctx: _Ctx, code: int = 200, *, error: str | None = None, card: str = "",
@@ -414,9 +435,10 @@ class MinSide(resource.Resource):
             login = await self.pin_checks.run(self.calls.call_alone, self.register.web_login, card, pin,
                                               max_seconds=self.max_seconds)
             judged = True
-        except (AuthenticationFailed, PinLocked, InvalidInput):
+        except (AuthenticationFailed, PinLocked, InvalidInput) as exc:
             judged = True
             self.throttle.end(source, failed=True)
+            ctx.outcome, ctx.reason = "refused", "pin_locked" if isinstance(exc, PinLocked) else "login_failed"
             return self._login_page(ctx, 200, error=ctx.t("login.failed"), card=card)
         finally:
             if not judged:
@@ -446,7 +468,7 @@ class MinSide(resource.Resource):
         if session is None:
             return self._to_login(ctx)
         page = _page_number(ctx.arg(b"side") or ctx.arg(b"page"))
-        found = await self.calls.call(self.register.patron_trail, self._actor(session), session.card, page=page,
+        found = await self.calls.call(self.register.patron_trail, self._actor(ctx, session), session.card, page=page,
                                       per_page=PER_PAGE)
         pages = max(1, -(-found.total // found.per_page))
         rows = []
@@ -462,7 +484,7 @@ class MinSide(resource.Resource):
         session = await self._session(ctx)
         if session is None:
             return self._to_login(ctx)
-        data = await self.calls.call(self.register.export_patron, self._actor(session), session.card)
+        data = await self.calls.call(self.register.export_patron, self._actor(ctx, session), session.card)
         body = json.dumps(data, ensure_ascii=False, indent=2, default=str).encode("utf-8") + b"\n"
         name = re.sub(r"[^A-Za-z0-9-]", "", session.card) or "patron"
         return Page(200, body, content_type=b"application/json; charset=utf-8",
@@ -488,7 +510,7 @@ class MinSide(resource.Resource):
         if not library:
             return self._home_page(ctx, session.patron, error=ctx.t("home.choose"))
         try:
-            await self.calls.call(self.register.set_home_library, self._actor(session), session.card, library)
+            await self.calls.call(self.register.set_home_library, self._actor(ctx, session), session.card, library)
         except (NotAffiliated, PermissionDenied, NotFound, InvalidInput, VersionConflict):
             return self._home_page(ctx, session.patron, error=ctx.t("home.refused"))
         return _redirect(f"{PREFIX}/hjemmebibliotek?lagret=1")
@@ -506,7 +528,7 @@ class MinSide(resource.Resource):
         assert session is not None
         old, new, again = form.get("old_pin", ""), form.get("new_pin", ""), form.get("new_pin_again", "")
         try:
-            await self.pin_checks.run(self.calls.call_alone, self.register.change_own_pin, self._actor(session),
+            await self.pin_checks.run(self.calls.call_alone, self.register.change_own_pin, self._actor(ctx, session),
                                       session.card, old, new, again, keep_session=ctx.token)
         except InvalidInput:
             errors = {"new_pin_again": "pin.err_differ"} if new != again else {"new_pin": "pin.err_format"}
