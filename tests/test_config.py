@@ -122,6 +122,8 @@ def _wrong_values(tp: Any) -> list[str]:
         return ['"five"', "true", "2.5", "[5]"]
     if tp is str:
         return ["5", "true", "[a]", "{a: b}"]
+    if set(typing.get_args(tp)) == {int, str}:  # a number or a word (server.workers: N or auto)
+        return ["true", "2.5", "[5]", "{a: 1}", "many", "0"]
     raise AssertionError(f"no wrong values known for {tp}")
 
 
