@@ -24,16 +24,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer, interfaces, protocol, task
-from twisted.logger import Logger, globalLogBeginner
+from twisted.logger import Logger
 from twisted.python.failure import Failure as TwistedFailure
 
+from gateway import metrics
 from gateway.config import Config
 from gateway.endpoints import AdoptedEndpoint, bind_address, check_config, listen_kind
 from gateway.runtime import Failure
@@ -214,6 +217,7 @@ class Supervisor:
         code = getattr(why, "exitCode", None)
         sig = getattr(why, "signal", None)
         pid, lived = worker.pid, self.reactor.seconds() - worker.started
+        metrics.worker_died(pid)  # its live gauges (connections, register up) count no more
         worker.process, worker.pid, was_ready, worker.ready = None, 0, worker.ready, False
         how = f"killed by signal {sig}" if sig is not None else f"exit status {code}"
         if self.stopping:
@@ -352,11 +356,17 @@ def supervise(config: Config, count: int) -> int:
     """
     from twisted.internet import reactor
 
-    from gateway.server import utc_log_observer
+    from gateway import logs
 
     parsed = check_config(config, reactor)  # exit 2 before anything starts, as for one process
     sockets = bind_listeners(config, parsed)
-    globalLogBeginner.beginLoggingTo([utc_log_observer(sys.stdout)], redirectStandardIO=False)
+    logs.install(config.logging.format, config.logging.level, config.logging.requests)
+    # One /metrics view over every worker: prometheus_client's multiprocess mode, in a fresh folder
+    # (systemd's RuntimeDirectory when there is one), emptied at every start; dead workers marked.
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    folder = metrics.prepare_multiprocess_dir(os.path.join(runtime, "metrics") if runtime
+                                              else tempfile.mkdtemp(prefix="nlr-metrics-"))
+    reactor.addSystemEventTrigger("after", "shutdown", shutil.rmtree, folder, True)
     environ = dict(os.environ)
     environ.pop("NLR_CONFIG", None) if config.source != "built-in defaults" else None
     supervisor = Supervisor(reactor, config, count, sockets, _command(config), environ)

@@ -156,14 +156,6 @@ def test_health_live_and_ready(serve_with: Callable[..., Served]) -> None:
     assert get(f"{s.base}/healthz/nothing")[0] == 404
 
 
-def _supervisor_prepares_metrics() -> bool:
-    from gateway import supervisor
-
-    return "prepare_multiprocess_dir" in Path(supervisor.__file__).read_text(encoding="utf-8")
-
-
-@pytest.mark.skipif(not _supervisor_prepares_metrics(),
-                    reason="the supervisor does not call gateway.metrics.prepare_multiprocess_dir yet")
 def test_one_view_over_every_worker(serve_with: Callable[..., Served]) -> None:
     """With two workers every scrape sums both: 20 NCIP lookups on fresh connections, spread by the
     kernel over the workers, are all counted whichever worker answers the scrape."""
