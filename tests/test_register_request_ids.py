@@ -6,7 +6,8 @@ from __future__ import annotations
 from register_helpers import OSLO, PIN, add_patron, client, raw_rows, terminal
 
 from gateway.register import Register
-from gateway.register.views import DecisionRequest
+from gateway.register.errors import AuthenticationFailed
+from gateway.register.views import OPERATOR, DecisionRequest
 
 
 def test_lookups_decisions_and_changes_carry_their_request_id(reg: Register) -> None:
@@ -29,3 +30,17 @@ def test_the_request_id_is_not_part_of_who_asks(reg: Register) -> None:
     assert terminal(OSLO).asking("a") == terminal(OSLO)
     assert terminal(OSLO).asking("x" * 100).request_id == "x" * 32
     assert terminal(OSLO).asking(None).request_id is None
+
+
+def test_logins_carry_their_request_id(reg: Register) -> None:
+    card = add_patron(reg).card
+    reg.add_terminal(OPERATOR, "kiosk-9", "right-password", OSLO, "kiosk")
+    assert reg.terminal_login("kiosk-9", "wrong", source="10.0.0.9", encrypted=False,
+                              request_id="sip2-login-1").terminal is None
+    try:
+        reg.web_login(card, "0000", request_id="web-login-1")
+    except AuthenticationFailed:
+        pass
+    rows = raw_rows(reg, "SELECT request_id, action, outcome FROM audit_events WHERE request_id LIKE '%login%' "
+                         "ORDER BY id")
+    assert rows == [("sip2-login-1", "sip2_login", "bad_login"), ("web-login-1", "pin_verify", "wrong")]

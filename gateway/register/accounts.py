@@ -121,7 +121,8 @@ class Accounts(Area):
                             t.enabled)
         return view, crypto.verify_secret(password, t.password_hash)
 
-    def terminal_login(self, login: str, password: str, *, source: str | None, encrypted: bool) -> TerminalLogin:
+    def terminal_login(self, login: str, password: str, *, source: str | None, encrypted: bool,
+                       request_id: str | None = None) -> TerminalLogin:
         """SIP2 93: the terminal, if login and password match an enabled account that may connect from
         ``source`` (its allowed networks) over this transport (TLS only); else why not: ``bad_login``,
         ``disabled``, ``network`` or ``tls_required``. Refusals are audited, never the password, and
@@ -139,7 +140,8 @@ class Accounts(Area):
             outcome = "tls_required"
         if outcome == "ok":
             return TerminalLogin(known, outcome)
-        who = Actor("terminal", known.login, known.library_isil) if known is not None else UNKNOWN_TERMINAL
+        who = (Actor("terminal", known.login, known.library_isil) if known is not None else UNKNOWN_TERMINAL
+               ).asking(request_id)
         audit.refusal(self.store, who, Action.SIP2_LOGIN, outcome, detail=f"from {source}" if source else None)
         return TerminalLogin(None, outcome)
 

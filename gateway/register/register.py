@@ -182,8 +182,8 @@ class Register:
         return self.library_changes.change_patron(actor, card, change, pin=pin)
 
     # ------------------------------------------------------------------ the patron's own page
-    def web_login(self, card: str, pin: str, *, max_seconds: int = 28800) -> WebLogin:
-        return self.self_service.web_login(card, pin, max_seconds=max_seconds)
+    def web_login(self, card: str, pin: str, *, max_seconds: int = 28800, request_id: str | None = None) -> WebLogin:
+        return self.self_service.web_login(card, pin, max_seconds=max_seconds, request_id=request_id)
 
     def web_session(self, token: str, *, idle_seconds: int = 900, max_seconds: int = 28800) -> WebSession | None:
         return self.self_service.web_session(token, idle_seconds=idle_seconds, max_seconds=max_seconds)
@@ -246,8 +246,10 @@ class Register:
     def authenticate_terminal(self, login: str, password: str) -> TerminalView | None:
         return self.accounts.authenticate_terminal(login, password)
 
-    def terminal_login(self, login: str, password: str, *, source: str | None, encrypted: bool) -> TerminalLogin:
-        return self.accounts.terminal_login(login, password, source=source, encrypted=encrypted)
+    def terminal_login(self, login: str, password: str, *, source: str | None, encrypted: bool,
+                       request_id: str | None = None) -> TerminalLogin:
+        return self.accounts.terminal_login(login, password, source=source, encrypted=encrypted,
+                                            request_id=request_id)
 
     def add_client(self, actor: Actor, name: str, library: str,
                    permissions: list[str] | None = None) -> ClientAccount:

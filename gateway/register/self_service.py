@@ -73,7 +73,7 @@ def _channel(label: str, profiles: dict[str, str]) -> tuple[str, str]:
 class SelfService(Area):
     """Min side's use cases; each is one transaction (the login: the PIN check's)."""
 
-    def web_login(self, card: str, pin: str, *, max_seconds: int = 28800) -> WebLogin:
+    def web_login(self, card: str, pin: str, *, max_seconds: int = 28800, request_id: str | None = None) -> WebLogin:
         """Log in with card and PIN: a new session, or AuthenticationFailed / PinLocked (the PIN
         check of every channel, same cost for every failure). A blocked patron logs in (innsyn is a
         right); a lost or replaced card never does."""
@@ -98,7 +98,8 @@ class SelfService(Area):
                              created_at=now, last_seen_at=now))
             return WebLogin(token, sessions.form_token(token), row.number)
 
-        login: WebLogin = self.register.pins.check_pin(patron_actor(number), number or card, pin, then=open_session)
+        login: WebLogin = self.register.pins.check_pin(patron_actor(number).asking(request_id), number or card, pin,
+                                                        then=open_session)
         return login
 
     def web_session(self, token: str, *, idle_seconds: int = 900, max_seconds: int = 28800) -> WebSessionView | None:

@@ -111,7 +111,7 @@ def login(conn: SIP2Protocol, request: Message) -> Answer | Deferred[Answer]:
         return conn.login_failed(request, "encrypted login algorithms are not supported", counted=False,
                                  kind="encrypted login")
     d = factory.call(factory.register.terminal_login, request.get("CN") or "", request.get("CO") or "",
-                     source=conn.host, encrypted=conn.encrypted, slow=True)
+                     source=conn.host, encrypted=conn.encrypted, request_id=conn.rid, slow=True)
 
     def done(result: TerminalLogin) -> Answer:
         terminal, outcome = result.terminal, result.outcome
