@@ -642,3 +642,53 @@ def test_every_page_passes_axe_and_is_kept_as_a_screenshot(site: Site, driver: A
     assert bh.last_status(driver) == 404
     look(driver, "not-found")
 
+
+
+PAGES = ("/min-side/", "/min-side/innsyn", "/min-side/hjemmebibliotek", "/min-side/pin", "/min-side/om")
+
+
+@SQLITE_ONLY
+def test_every_page_reflows_at_320_px_and_the_header_stays_put(site: Site, driver: Any) -> None:
+    """WCAG 1.4.10: at 320 CSS px no page scrolls sideways, in any language; at 1280 px the header's
+    row ("Logget inn som Kari Nordmann", Logg ut) is the same on every page."""
+    logged_in(driver, site, KARI)
+    header = "const r = document.querySelector('.nav-row').getBoundingClientRect(); return [r.height, r.width];"
+    rows = {}
+    for lang in ("nb", "nn", "en"):
+        for path in PAGES:
+            driver.get(site.url(f"{path}?lang={lang}"))
+            rows[lang, path] = tuple(driver.execute_script(header))
+        assert len({rows[lang, path] for path in PAGES}) == 1, rows
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": 320, "height": 800, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        for lang in ("nb", "nn", "en"):
+            for path in (*PAGES, "/min-side/logg-inn"):
+                driver.get(site.url(f"{path}?lang={lang}"))
+                wide = driver.execute_script("const e = document.documentElement;"
+                                             "return [e.scrollWidth, e.clientWidth];")
+                assert wide[0] <= wide[1], (lang, path, wide)
+        bh.screenshot(driver, "om-320")
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+@SQLITE_ONLY
+def test_a_refused_form_puts_the_focus_on_its_error_summary(site: Site, driver: Any) -> None:
+    """Designsystemet's error summary: after a refused login or PIN change the focus is on the summary,
+    without JavaScript (`autofocus`), and its link leads to the field."""
+    def focused() -> str:
+        return driver.execute_script("return document.activeElement.className || document.activeElement.tagName")
+
+    log_in(driver, site, KARI, "9999")
+    assert FAILED in text(driver)
+    assert focused() == "error-summary"
+    logged_in(driver, site, KARI)
+    assert focused() != "error-summary"
+    driver.get(site.url("/min-side/pin"))
+    form = form_with(driver, "old_pin")
+    fill(form, old_pin="0000", new_pin="5678", new_pin_again="5678")
+    submit(driver, form)
+    assert focused() == "error-summary"
+    driver.find_element(By.CSS_SELECTOR, ".error-summary a").click()
+    assert driver.switch_to.active_element.get_attribute("name") == "old_pin"

@@ -304,6 +304,8 @@ async def test_every_login_failure_reads_the_same(site: Served) -> None:
         assert FAILED_NB in answer.text, what
         assert "nlr_session" not in v.cookies, what
         assert 'name="card"' in answer.text and 'role="alert"' in answer.text
+        assert re.search(r'<div class="error-summary" role="alert"[^>]* tabindex="-1" autofocus>', answer.text)
+        assert answer.text.count("autofocus") == 1
         assert "12<b>" not in answer.text
         bodies[what] = _masked(answer.text, escape(card)) if card else _masked(answer.text)
     first = next(iter(bodies.values()))
@@ -445,12 +447,11 @@ async def test_english_by_query_accept_language_or_cookie(site: Served) -> None:
 def test_every_text_is_in_every_language() -> None:
     nb, en, nn = i18n.NB, i18n.EN, i18n.NN
     assert set(en) == set(nb), set(nb) ^ set(en)
-    assert set(nn) <= set(nb), set(nn) - set(nb)
+    assert set(nn) == set(nb), set(nn) ^ set(nb)  # nynorsk is whole: no key falls back to bokmål
     for key, text in nb.items():
         fields = set(re.findall(r"{(\w+)}", text))
         assert set(re.findall(r"{(\w+)}", en[key])) == fields, key
-        if key in nn:
-            assert set(re.findall(r"{(\w+)}", nn[key])) == fields, key
+        assert set(re.findall(r"{(\w+)}", nn[key])) == fields, key
     assert "<" not in "".join(nb.values()) + "".join(en.values()) + "".join(nn.values())  # plain text only
 
 
@@ -518,8 +519,30 @@ async def test_the_home_library_changes_among_the_activated_libraries_only(site:
         assert "Du kan bare velge et bibliotek der lånekortet ditt er aktivert. Ingenting er endret." in refused.text
         assert 'role="alert"' in refused.text and 'aria-describedby="library-error"' in refused.text
         assert site.register.find_patron(OPERATOR, kari).home_library_isil == BERGEN
+        assert re.search(r'class="error-summary"[^>]* tabindex="-1" autofocus>', refused.text)
     empty = await v.submit("/min-side/hjemmebibliotek", {})
     assert empty.code == 200 and "Velg et bibliotek" in empty.text
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_library_only_is_said_in_a_sentence_without_a_form(site: Served) -> None:
+    secret = site.cards["secret"]  # activated at Bergen only
+    v = site.visitor()
+    await v.log_in(secret)
+    page = await v.get("/min-side/hjemmebibliotek")
+    assert page.code == 200
+    assert "<form" not in page.text.split("<main", 1)[1].split("</main>", 1)[0]  # only the header's log-out form
+    assert 'name="library"' not in page.text and "Lagre hjemmebibliotek" not in page.text
+    assert (f"Lånekortet ditt er bare aktivert ved Bergen offentlige bibliotek ({BERGEN}). For å velge et annet "
+            "hjemmebibliotek må du først aktivere lånekortet ved det biblioteket.") in page.text
+    assert f"Your card is activated at Bergen offentlige bibliotek ({BERGEN}) only." in \
+        (await v.get("/min-side/hjemmebibliotek?lang=en")).text
+    assert "Lånekortet ditt er berre aktivert ved Bergen offentlige bibliotek" in \
+        (await v.get("/min-side/hjemmebibliotek?lang=nn")).text
+    # a form posted all the same (an old tab) is refused, said on the page, and changes nothing
+    refused = await v.post("/min-side/hjemmebibliotek?lang=nb", {"csrf": await v.csrf(), "library": OSLO})
+    assert refused.code == 200 and 'href="#home-only"' in refused.text and 'id="home-only"' in refused.text
+    assert site.register.find_patron(OPERATOR, secret).home_library_isil == BERGEN
 
 
 @pytest_twisted.ensureDeferred
@@ -530,6 +553,7 @@ async def test_the_pin_changes_and_its_refusals_change_nothing(site: Served) -> 
     v = site.visitor()
     await v.log_in(kari)
     form = await v.get("/min-side/pin")
+    assert "autofocus" not in form.text  # nothing to correct: the focus is left where the browser puts it
     for name, autocomplete in [("old_pin", "current-password"), ("new_pin", "new-password"),
                                ("new_pin_again", "new-password")]:
         assert f'name="{name}" type="password" autocomplete="{autocomplete}" inputmode="numeric"' in form.text
@@ -549,6 +573,7 @@ async def test_the_pin_changes_and_its_refusals_change_nothing(site: Served) -> 
         assert re.search(f'id="{field_id}" [^>]*aria-describedby="[^"]*{field_id}-error"', answer.text), fields
         assert 'aria-invalid="true"' in answer.text
         assert 'role="alert"' in answer.text
+        assert re.search(r'class="error-summary"[^>]* tabindex="-1" autofocus>', answer.text), fields
         assert site.register.verify_pin(terminal(OSLO), kari, PIN) is PinCheck.OK
     changed = await v.submit("/min-side/pin", {"old_pin": PIN, "new_pin": OTHER_PIN, "new_pin_again": OTHER_PIN})
     assert changed.code == 303 and changed.header("location") == "/min-side/pin?lagret=1"
@@ -594,6 +619,44 @@ async def test_the_download_is_an_attachment_with_the_national_id_masked(site: S
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_downloads_notes_are_in_the_pages_language(site: Served) -> None:
+    v = site.visitor()
+    await v.log_in(site.cards["secret"])
+    for lang in ("nb", "en", "nn"):
+        data = json.loads((await v.get(f"/min-side/innsyn.json?lang={lang}")).body)
+        assert data["note"] == i18n.CATALOGUES[lang]["export.note"], lang
+        assert data["address_note"] == i18n.CATALOGUES[lang]["export.address_note"], lang
+    assert "Registeret lagrer ingenting om lån" in i18n.NB["export.note"]
+    kari = site.visitor()
+    await kari.log_in(site.cards["kari"])
+    data = json.loads((await kari.get("/min-side/innsyn.json")).body)
+    assert data["note"] == i18n.NB["export.note"] and "address_note" not in data  # no secret address, no note
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_cards_name_their_library_and_when_they_were_retired(site: Served) -> None:
+    reg = site.register
+    card = add_patron(reg, 6, OSLO, birth=date(1994, 9, 5)).card
+    new = reg.replace_card(OPERATOR, card).current_card
+    assert new is not None and new != card
+    retired = next(c for c in reg.find_patron(OPERATOR, new).cards if c.number == card)
+    assert retired.status_changed_at is not None
+    v = site.visitor()
+    await v.log_in(new)
+    html = (await v.get("/min-side/")).text
+    table = html.split('<h2 id="cards-h">', 1)[1].split("</table>", 1)[0]
+    assert '<th scope="col">Tatt ut av bruk</th>' in table
+    rows = {re.search(r'<th scope="row" class="mono">(\w+)</th>', r).group(1): r
+            for r in table.split("<tr>")[2:]}
+    assert set(rows) == {card, new}
+    assert f'Deichman Oslo <span class="isil">({OSLO})</span>' in rows[card]
+    assert f'Deichman Oslo <span class="isil">({OSLO})</span>' in rows[new]
+    day = re.escape(i18n.Translator("nb").day(retired.status_changed_at))
+    assert re.search(rf"<td>Erstattet av nytt kort</td>\s*<td>[^<]+</td>\s*<td>{day}</td>", rows[card])
+    assert re.search(r"<td>I bruk</td>\s*<td>[^<]+</td>\s*<td>–</td>", rows[new])
+
+
+@pytest_twisted.ensureDeferred
 async def test_innsyn_names_who_looked_by_channel_and_pages(site: Served) -> None:
     kari = site.cards["kari"]
     reg = site.register
@@ -626,6 +689,44 @@ async def test_innsyn_names_who_looked_by_channel_and_pages(site: Served) -> Non
     assert "side 2 av 2" in second.text and "Selvbetjeningsautomat (SIP2)" in second.text
     assert "side 2 av 2" in (await v.get("/min-side/innsyn?page=2")).text
     assert (await v.get("/min-side/innsyn?side=x")).code == 200
+
+
+def _pagination(html: str) -> str | None:
+    found = re.search(r'<nav class="pagination"[^>]*>.*?</nav>', html, re.S)
+    return found.group(0) if found else None
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_trail_pages_at_the_first_the_last_and_a_single_page(site: Served) -> None:
+    kari = site.cards["kari"]
+    v = site.visitor()
+    await v.log_in(kari)
+    single = await v.get("/min-side/innsyn")
+    assert "<caption>Oppslag og endringer, side 1 av 1</caption>" in single.text
+    assert _pagination(single.text) is None  # one page: nothing to page through
+    assert (await v.get("/min-side/innsyn?side=7")).text.count("side 1 av 1") == 1  # past the end: the only page
+    for _ in range(120):
+        site.register.find_patron(OPERATOR, kari)
+    total = site.register.patron_trail(OPERATOR, kari).total
+    pages = -(-total // 50)
+    assert pages == 3, total
+    first = _pagination((await v.get("/min-side/innsyn?side=1")).text)
+    assert first is not None and 'aria-label="Sider i loggen"' in first
+    assert 'rel="prev"' not in first and "Nyere oppføringer" not in first
+    assert '<a href="/min-side/innsyn?side=2" rel="next">Eldre oppføringer</a>' in first
+    assert '<span aria-current="page">Side 1 av 3</span>' in first
+    middle = _pagination((await v.get("/min-side/innsyn?side=2")).text)
+    assert middle is not None and '<a href="/min-side/innsyn?side=1" rel="prev">Nyere oppføringer</a>' in middle
+    assert '<a href="/min-side/innsyn?side=3" rel="next">' in middle and "Side 2 av 3" in middle
+    for asked in (3, 4, 1_000_000):  # the last page, and past it: the register answers the last page
+        last = await v.get(f"/min-side/innsyn?side={asked}")
+        assert last.code == 200 and "<caption>Oppslag og endringer, side 3 av 3</caption>" in last.text, asked
+        nav = _pagination(last.text)
+        assert nav is not None and '<a href="/min-side/innsyn?side=2" rel="prev">Nyere oppføringer</a>' in nav
+        assert 'rel="next"' not in nav and "Eldre oppføringer" not in nav and "Side 3 av 3" in nav, asked
+        assert "Ingen oppføringer" not in last.text
+    nn = _pagination((await v.get("/min-side/innsyn?side=3&lang=nn")).text)
+    assert nn is not None and "Nyare oppføringar" in nn and "Side 3 av 3" in nn
 
 
 @pytest_twisted.ensureDeferred
