@@ -1,13 +1,16 @@
 """SIP2 benchmark (issue 3 item 6): one table, every figure next to its same-run baseline.
 
     .venv/bin/python bench/sip2.py [--patrons 100000] [--seconds 5] [--terminals 1,50,500] [--idle 5000]
+                                   [--workers 1,2]
 
 * codec: messages parsed and encoded per second, against pysip2's codec on the same messages;
 * end to end over loopback, against `nlr serve` on SQLite with ``--patrons`` patrons (seeded in bulk
   by bench/register.py): 23 without PIN and 63 with PIN (production scrypt cost), round trips per
   second and p50/p99 latency at each number of concurrent logged-in terminals, against a minimal
   Twisted server answering every message with a fixed 24 (the ceiling), driven by the same client;
-* memory (RSS growth) of ``--idle`` idle logged-in connections, against the same for the ceiling.
+* memory (RSS growth) of ``--idle`` idle logged-in connections, against the same for the ceiling;
+* with ``--workers 1,2``: 23 without PIN again with each further number of worker processes
+  (`nlr serve --workers N`: a supervisor, N workers sharing the listener), against the same ceiling.
 
 The load generator is one asyncio process on the same machine: it shares the CPUs with the server,
 as does the ceiling's, so the ratio is the figure that carries over to other machines.
@@ -253,6 +256,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
     parser.add_argument("--terminals", default="1,50,500")
     parser.add_argument("--idle", type=int, default=5000)
+    parser.add_argument("--workers", default="1", help="worker counts for 23 without PIN, e.g. 1,2")
     parser.add_argument("--ceiling", metavar="PORT_FILE", help=argparse.SUPPRESS)
     parser.add_argument("--adapter", metavar="PORT_FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -265,6 +269,7 @@ def main() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
     levels = [int(x) for x in args.terminals.split(",")]
+    worker_counts = [int(x) for x in args.workers.split(",")]
 
     from register import national_ids, seed  # bench/register.py
 
@@ -307,7 +312,8 @@ def main() -> int:
             f"database:\n  url: sqlite:///{db}\nkeys_file: {keys}\n"
             f"register:\n  allow_synthetic_ids: true\n  pin_hash_cost: {cost}\n"
             f"sip2:\n  listen: [\"tcp:{sip_port}:interface=127.0.0.1:backlog=4096\"]\n"
-            f"http:\n  listen: [\"tcp:{http_port}:interface=127.0.0.1\"]\n")
+            f"http:\n  listen: [\"tcp:{http_port}:interface=127.0.0.1\"]\n"
+            f"server:\n  workers: {worker_counts[0]}\n")
         log = work / "serve.log"
         nlr = Path(sys.executable).parent / "nlr"
         server = subprocess.Popen([str(nlr), "--config", str(config), "serve"], stdout=log.open("wb"),
@@ -337,13 +343,29 @@ def main() -> int:
             print(f"{args.idle:,} idle connections …", file=sys.stderr)
             idle_nlr = asyncio.run(idle_memory(sip_port, login("bench-23"), args.idle, server.pid))
             idle_ceiling = asyncio.run(idle_memory(ceiling_port, req23(random.Random(0)), args.idle, ceiling.pid))
+            for workers in worker_counts[1:]:
+                stop(server)
+                config.write_text(config.read_text().replace(f"workers: {worker_counts[0]}", f"workers: {workers}"))
+                server = subprocess.Popen([str(nlr), "--config", str(config), "serve"], stdout=log.open("ab"),
+                                          stderr=subprocess.STDOUT)
+                wait_for(sip_port, server, log)
+                time.sleep(2.0)  # every worker ready
+                asyncio.run(load(sip_port, login("bench-23"), req23, 10, 1.0))  # warm up
+                for level in levels:
+                    print(f"{workers} workers, {level} terminals …", file=sys.stderr)
+                    results[("ceiling", level)] = results.get(("ceiling", level)) or asyncio.run(
+                        load(ceiling_port, req23(random.Random(0)), req23, level, args.seconds))
+                    results[(f"23w{workers}", level)] = asyncio.run(load(sip_port, login("bench-23"), req23, level,
+                                                                         args.seconds))
         finally:
             stop(server)
             stop(ceiling)
             stop(adapter)
 
-    for what, label in (("23", "23 no PIN"), ("63", f"63 PIN (scrypt 2^{cost})"),
-                        ("stub", "23, register stub (adapter alone)")):
+    first = f", {worker_counts[0]} worker{'s' * (worker_counts[0] > 1)}"
+    for what, label in (("23", f"23 no PIN{first}"), ("63", f"63 PIN (scrypt 2^{cost}){first}"),
+                        ("stub", "23, register stub (adapter alone)"),
+                        *((f"23w{w}", f"23 no PIN, {w} workers") for w in worker_counts[1:])):
         for level in levels:
             ops, p50, p99 = results[(what, level)]
             c_ops, c50, c99 = results[("ceiling", level)]
