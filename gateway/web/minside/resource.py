@@ -433,7 +433,7 @@ class MinSide(resource.Resource):
         judged = False
         try:
             login = await self.pin_checks.run(self.calls.call_alone, self.register.web_login, card, pin,
-                                              max_seconds=self.max_seconds)
+                                              max_seconds=self.max_seconds, request_id=ctx.rid)
             judged = True
         except (AuthenticationFailed, PinLocked, InvalidInput) as exc:
             judged = True
@@ -485,6 +485,9 @@ class MinSide(resource.Resource):
         if session is None:
             return self._to_login(ctx)
         data = await self.calls.call(self.register.export_patron, self._actor(ctx, session), session.card)
+        for key in ("note", "address_note"):  # the register's words, in the page's language (the keys stay)
+            if key in data:
+                data[key] = ctx.t(f"export.{key}")
         body = json.dumps(data, ensure_ascii=False, indent=2, default=str).encode("utf-8") + b"\n"
         name = re.sub(r"[^A-Za-z0-9-]", "", session.card) or "patron"
         return Page(200, body, content_type=b"application/json; charset=utf-8",
