@@ -152,6 +152,7 @@ def build_service(config: Config, register: Register, reactor: Any,
         child.port is not None for child in top if isinstance(child, Listener))
     sip2_factory = SIP2Factory(register, reactor, config.sip2, calls=calls)
     calls.listeners.append(sip2_factory.set_online)  # 98 says "offline" as soon as the pool does
+    top.sip2 = sip2_factory  # type: ignore[attr-defined]  # shutdown drains its connections
     Housekeeping(register, calls, config, reactor).setServiceParent(top)  # retention while serving
     for kind, factory in (("http", site), ("sip2", sip2_factory)):
         for description, endpoint in parsed[kind]:
@@ -299,6 +300,10 @@ def serve(config: Config, announcer: Announcer | None = None) -> None:
         if not failed:
             log.info("shutting down: no new connections, finishing what is in flight")
         yield top.stopService()
+        # No new request on the connections still open: each answers what it owes, then closes.
+        for drained in (getattr(top, "site", None), getattr(top, "sip2", None)):
+            if drained is not None:
+                drained.drain()
         deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
         while not failed and _in_flight(top) and time.monotonic() < deadline:
             yield task.deferLater(reactor, 0.05, lambda: None)

@@ -89,6 +89,8 @@ class SIP2Factory(protocol.Factory):
         self.throttle = throttle or LoginThrottle(reactor.seconds, limit=settings.login_throttle.failures,
                                                   window=settings.login_throttle.window_seconds)
         self.connections = 0  # open and admitted (and those awaiting their PROXY header)
+        self.open: set[SIP2Protocol] = set()  # the connections admitted and open (drained at shutdown)
+        self.draining = False
         self.by_source: dict[str, int] = {}  # open and admitted, per source_group
         self.calls = calls if calls is not None else RegisterCalls(reactor, timeout=register_timeout)
         self.online = True
@@ -108,6 +110,13 @@ class SIP2Factory(protocol.Factory):
 
     def buildProtocol(self, addr: Any) -> SIP2Protocol:
         return SIP2Protocol(self)
+
+    def drain(self) -> None:
+        """Shutting down: every connection answers what it has received, then closes gracefully
+        (an idle one at once); what arrives after this is not read."""
+        self.draining = True
+        for conn in list(self.open):
+            conn.drain()
 
     @property
     def in_flight(self) -> int:
@@ -202,6 +211,7 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         self.paused = False  # reading is paused: too many requests waiting
         self.seen_data = False  # the first bytes have been checked for a TLS ClientHello
         self.read_closed = False  # the client half-closed: it will send nothing more
+        self.draining = False  # shutting down: answer what has arrived, read nothing more, close
         self.encrypted = False
         self.host = self.peer = self.source = "?"
         self.admitted = False  # counted against the total cap (released when lost)
@@ -256,13 +266,17 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
             self._refuse()
             return
         self.counted_source = self.source
+        self.factory.open.add(self)
         self.setTimeout(self.factory.settings.login_timeout_seconds)
+        if self.factory.draining:  # made as the listener closed: nothing will be answered
+            self._close(None, abort=False)
 
     def _refuse(self) -> None:
         self.phase = Phase.CLOSED
         self.connection.abortConnection()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.factory.open.discard(self)
         if self.admitted:
             self.admitted = False
             self.factory.release(self.counted_source)
@@ -329,8 +343,14 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
             log.warn(text, **fields)
 
     # ------------------------------------------------------------------ bytes in, in order
+    def drain(self) -> None:
+        """Shutting down (`SIP2Factory.drain`): answer what has arrived, then close gracefully."""
+        self.draining = True
+        if self.phase in (Phase.AWAITING_LOGIN, Phase.READY) and not self.pending:
+            self._close(None, abort=False)
+
     def dataReceived(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.draining:
             return
         if not self.seen_data:
             self.seen_data = True
@@ -380,6 +400,9 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
                 return
             self._done()
             self._write(result)
+        if self.draining and not self.pending and self.phase in (Phase.AWAITING_LOGIN, Phase.READY):
+            self._close(None, abort=False)  # shutting down: everything received is answered
+            return
         if self.paused and not self.closing and len(self.pending) < self.PAUSE_AT // 2 and _CLOSE not in self.pending:
             self.paused = False
             self.connection.resumeProducing()

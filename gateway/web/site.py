@@ -198,6 +198,9 @@ class TrackedRequest(server.Request):
             self.write(b"Bad Request: the request target * is not served here\n")
             self.finish()
             return
+        if getattr(getattr(self.channel, "site", None), "draining", False):  # shutting down: this one, then close
+            self.setHeader(b"connection", b"close")
+            self.channel.persistent = False
         super().process()
 
 
@@ -410,6 +413,8 @@ class TrackingSite(server.Site):
         self.in_flight = 0
         self.max_body_bytes = max_body_bytes
         self.open_connections = 0  # channels open, and connections awaiting their PROXY header
+        self.channels: set[HardenedChannel] = set()  # the channels open now (drained at shutdown)
+        self.draining = False
         self.per_source: dict[str, int] = {}
         clock = self.reactor.seconds
         self.refused = _Tally("connections refused over the connection caps", clock=clock)
@@ -458,10 +463,22 @@ class TrackingSite(server.Site):
         channel.source = source
         self.open_connections += 1
         self.per_source[source] = self.per_source.get(source, 0) + 1
+        self.channels.add(channel)
         return channel
+
+    def drain(self) -> None:
+        """Shutting down: every keep-alive connection closes after the answer it owes (idle ones at
+        once), so that the requests in flight are answered and no new one starts on an open
+        connection; a request that arrives meanwhile is answered with ``Connection: close``."""
+        self.draining = True
+        for channel in list(self.channels):
+            channel.persistent = False
+            if not channel.requests:
+                channel.loseConnection()
 
     def connection_closed(self, channel: HardenedChannel) -> None:
         """A channel this site built has lost its connection."""
+        self.channels.discard(channel)
         self.open_connections -= 1
         left = self.per_source.get(channel.source, 0) - 1
         if left > 0:
