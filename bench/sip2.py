@@ -312,6 +312,8 @@ def main() -> int:
             f"database:\n  url: sqlite:///{db}\nkeys_file: {keys}\n"
             f"register:\n  allow_synthetic_ids: true\n  pin_hash_cost: {cost}\n"
             f"sip2:\n  listen: [\"tcp:{sip_port}:interface=127.0.0.1:backlog=4096\"]\n"
+            # every load terminal comes from 127.0.0.1: the per-source cap must fit them all
+            f"  max_connections: 20000\n  max_connections_per_source: 20000\n"
             f"http:\n  listen: [\"tcp:{http_port}:interface=127.0.0.1\"]\n"
             f"server:\n  workers: {worker_counts[0]}\n")
         log = work / "serve.log"
