@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import http.client
 import urllib.parse
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from daemon_helpers import Daemon, free_port, start, write_config
 from register_helpers import OSLO, PIN, add_patron, setup_libraries
 from sip2_server_helpers import Client, patron_status
+from web_helpers import HiddenFields
 
 from gateway.register import Register
 from gateway.register.views import OPERATOR
@@ -21,26 +21,6 @@ from gateway.register.views import OPERATOR
 PASSWORD = "kiosk-pass-1"
 FAILED = "Feil lånenummer eller PIN-kode"
 
-
-class _Forms(HTMLParser):
-    """The hidden fields of the page's forms, by the form's action."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: dict[str, dict[str, str]] = {}
-        self._action: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if tag == "form":
-            self._action = a.get("action") or ""
-            self.forms.setdefault(self._action, {})
-        elif tag == "input" and self._action is not None and a.get("type") == "hidden" and a.get("name"):
-            self.forms[self._action][a["name"] or ""] = a.get("value") or ""
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "form":
-            self._action = None
 
 
 class Browser:
@@ -70,7 +50,7 @@ class Browser:
     def hidden(self, path: str, action: str | None = None) -> dict[str, str]:
         status, _, page = self.request("GET", path)
         assert status == 200, (path, status)
-        parser = _Forms()
+        parser = HiddenFields()
         parser.feed(page)
         wanted = action or path
         found = next((fields for act, fields in parser.forms.items() if act.endswith(wanted)), None)

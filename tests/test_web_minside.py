@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from html import escape
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from twisted.internet import defer, reactor, ssl as twisted_ssl, task, threads
 from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, FileBodyProducer, ResponseDone
 from twisted.web.http_headers import Headers
+from web_helpers import HiddenFields
 
 from gateway.blocking import RegisterCalls
 from gateway.config import LoginThrottleConfig, WebConfig
@@ -46,26 +46,6 @@ PAGES = ["/min-side/", "/min-side/innsyn", "/min-side/innsyn.json", "/min-side/h
 
 
 # ---------------------------------------------------------------------- a client that keeps cookies
-class _Forms(HTMLParser):
-    """The hidden fields of each form of a page, by its action."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: dict[str, dict[str, str]] = {}
-        self._action: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if tag == "form":
-            self._action = a.get("action") or ""
-            self.forms.setdefault(self._action, {})
-        elif tag == "input" and self._action is not None and a.get("type") == "hidden" and a.get("name"):
-            self.forms[self._action][a["name"] or ""] = a.get("value") or ""
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "form":
-            self._action = None
-
 
 class _Body(Protocol):
     def __init__(self) -> None:
@@ -105,7 +85,7 @@ class Answer:
         return self.body.decode("utf-8")
 
     def hidden(self, action: str) -> dict[str, str]:
-        parser = _Forms()
+        parser = HiddenFields()
         parser.feed(self.text)
         assert action in parser.forms, (action, parser.forms)
         return parser.forms[action]
