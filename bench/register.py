@@ -104,6 +104,16 @@ def seed(register: Register, ids: list[str], pin_hash: str) -> None:
             conn.execute(text("ANALYZE"))
 
 
+def sqlite_register(work: Path, cost: int) -> tuple[Register, Path, Path]:
+    """An empty SQLite register in ``work`` with a new keys file, as the other benchmarks start from:
+    the register, its database file and its keys file."""
+    db, keys = work / "register.db", work / "keys.yaml"
+    engine = make_engine(f"sqlite:///{db}")
+    upgrade(engine)
+    KeyRing.create(keys)
+    return Register(engine, KeyRing.load(keys), Settings(allow_synthetic_ids=True, pin_hash_cost=cost)), db, keys
+
+
 @contextmanager
 def backend_url(name: str, work: Path) -> Iterator[str]:
     """A database URL for one benchmark backend: an SQLite file in ``work``, or a private

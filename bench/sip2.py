@@ -271,12 +271,11 @@ def main() -> int:
     levels = [int(x) for x in args.terminals.split(",")]
     worker_counts = [int(x) for x in args.workers.split(",")]
 
-    from register import national_ids, seed  # bench/register.py
+    from register import national_ids, seed, sqlite_register  # bench/register.py
 
     from gateway.config import RegisterConfig
     from gateway.register import Register, Settings
-    from gateway.register.crypto import KeyRing, hash_secret
-    from gateway.register.database import make_engine, upgrade
+    from gateway.register.crypto import hash_secret
     from gateway.register.identifiers import card_number_from_int
     from gateway.register.views import OPERATOR
 
@@ -292,11 +291,8 @@ def main() -> int:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        db, keys = work / "register.db", work / "keys.yaml"
-        engine = make_engine(f"sqlite:///{db}")
-        upgrade(engine)
-        KeyRing.create(keys)
-        register = Register(engine, KeyRing.load(keys), Settings(allow_synthetic_ids=True, pin_hash_cost=cost))
+        register, db, keys = sqlite_register(work, cost)
+        engine = register.engine
         print(f"seeding {args.patrons:,} patrons …", file=sys.stderr)
         seed(register, national_ids(args.patrons), hash_secret(PIN, cost))
         # Terminal passwords hashed cheaply: logins are not what is measured, and 5,000 of them at

@@ -124,22 +124,18 @@ def main() -> int:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    from register import national_ids, seed  # bench/register.py
+    from register import national_ids, seed, sqlite_register  # bench/register.py
 
     from gateway.config import RegisterConfig
     from gateway.register import Register, Settings
-    from gateway.register.crypto import KeyRing, hash_secret
-    from gateway.register.database import make_engine, upgrade
+    from gateway.register.crypto import hash_secret
     from gateway.register.views import OPERATOR
 
     cost = RegisterConfig().pin_hash_cost
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        db, keys = work / "register.db", work / "keys.yaml"
-        engine = make_engine(f"sqlite:///{db}")
-        upgrade(engine)
-        KeyRing.create(keys)
-        register = Register(engine, KeyRing.load(keys), Settings(allow_synthetic_ids=True, pin_hash_cost=cost))
+        register, db, keys = sqlite_register(work, cost)
+        engine = register.engine
         print(f"seeding {args.patrons:,} patrons …", file=sys.stderr)
         seed(register, national_ids(args.patrons), hash_secret("1234", cost))
         Register(engine, register.keys, Settings(pin_hash_cost=10)).add_terminal(

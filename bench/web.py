@@ -193,21 +193,17 @@ def main() -> int:
         static_server(*args.static)
         return 0
 
+    from register import sqlite_register  # bench/register.py
+
     from gateway.config import RegisterConfig
     from gateway.demo import load_demo
-    from gateway.register import Register, Settings
-    from gateway.register.crypto import KeyRing
-    from gateway.register.database import make_engine, upgrade
 
     cost = RegisterConfig().pin_hash_cost
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        db, keys = work / "register.db", work / "keys.yaml"
-        engine = make_engine(f"sqlite:///{db}")
-        upgrade(engine)
-        KeyRing.create(keys)
-        list(load_demo(Register(engine, KeyRing.load(keys), Settings(allow_synthetic_ids=True, pin_hash_cost=cost))))
-        engine.dispose()
+        register, db, keys = sqlite_register(work, cost)
+        list(load_demo(register))
+        register.engine.dispose()
 
         http_port = free_port()
         config = work / "nlr.yaml"
