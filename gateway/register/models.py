@@ -239,6 +239,21 @@ class Change(Base):
     card_number: Mapped[str] = mapped_column(String(10))
     library_isil: Mapped[str | None] = mapped_column(String(16))
     kind: Mapped[str] = mapped_column(String(30))
+    # The number a replacement retired (``card_number`` is the new one); None otherwise.
+    previous_card: Mapped[str | None] = mapped_column(String(10))
+
+
+class ChangeAudience(Base):
+    """Which libraries a change is for: those the patron was affiliated with (home library or
+    activated there) when it was committed. A library reads its feed by (library_id, change_id)."""
+
+    __tablename__ = "change_audience"
+    __table_args__ = (Index("change_audience_by_library", "library_id", "change_id", unique=True),)
+
+    change_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("changes.id", name="change_audience_change", ondelete="CASCADE"), primary_key=True)
+    library_id: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
 class WebSession(Base):
