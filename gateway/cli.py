@@ -293,9 +293,12 @@ def cmd_series_list(args: argparse.Namespace, register: Register) -> None:
 
 
 def cmd_series_conflicts(args: argparse.Namespace, register: Register) -> None:
-    rows = register.series_conflicts()
-    _emit(args, rows, lambda: "\n".join(f"{r['card']}  issued by {r['library']} outside its series" for r in rows)
-          or "no card numbers outside their library's series")
+    rows = register.series_conflicts(args.library)
+    _emit(args, rows, lambda: "\n".join(
+        f"{r['card']}  issued by {r['library']} outside its series" if r["source"] == "register" else
+        f"{r['card']}  quarantined import row of {r['library']}, outside its series "
+        f"(nlr quarantine show {r['quarantine']})" for r in rows)
+        or "no card numbers outside their library's series")
 
 
 def cmd_terminal_add(args: argparse.Namespace, register: Register) -> None:
@@ -506,6 +509,81 @@ def cmd_keys_status(args: argparse.Namespace, register: Register) -> None:
     _emit(args, value, text)
 
 
+# ---------------------------------------------------------------------- legacy import and quarantine
+def cmd_import(args: argparse.Namespace, register: Register) -> None:
+    """Import a library's legacy file; a progress bar on a terminal (stderr), the summary on stdout."""
+    import shutil
+
+    from tqdm import tqdm
+
+    from gateway.legacy_file import LegacyFileError, open_legacy_file
+
+    isil = normalise_isil(args.library)
+    register.get_library(isil)  # an unknown library before the file is read
+    try:
+        legacy = open_legacy_file(Path(args.file), args.format)
+        with tqdm(total=legacy.rows, unit="rows", desc=f"import {isil}", file=sys.stderr,
+                  disable=not sys.stderr.isatty(), ncols=shutil.get_terminal_size().columns) as bar:
+            summary = register.import_rows(OPERATOR, isil, legacy, dry_run=args.dry_run, batch_size=args.batch_size,
+                                           progress=bar.update)
+    except LegacyFileError as exc:
+        raise UsageError(str(exc)) from None
+
+    def text() -> str:
+        quarantined = ", ".join(f"{reason} {n}" for reason, n in sorted(summary.quarantined.items()))
+        lines = [("dry run, nothing changed: " if summary.dry_run else "") + f"{summary.rows} rows in "
+                 f"{summary.seconds:.1f} s", f"imported: {summary.imported}",
+                 f"already imported: {summary.already_imported}",
+                 f"quarantined: {summary.quarantined_total}" + (f" ({quarantined})" if quarantined else ""),
+                 f"already quarantined: {summary.already_quarantined}"]
+        if summary.quarantined_total and not summary.dry_run:
+            lines.append(f"see `nlr quarantine list --library {isil}`")
+        return "\n".join(lines)
+
+    _emit(args, {**_shown(summary), "quarantined_total": summary.quarantined_total}, text)
+
+
+def _quarantine_line(q: Any) -> str:
+    return (f"{q.id}  {q.library}  row {q.row}  {q.card or '-'}  {q.reason}  {q.status}"
+            f"{'  ' + q.detail if q.detail else ''}")
+
+
+def cmd_quarantine_list(args: argparse.Namespace, register: Register) -> None:
+    rows = register.list_quarantine(args.library, status=args.status, limit=args.limit)
+    fields = ("id", "library", "row", "card", "reason", "detail", "status")
+    _emit(args, [{k: getattr(q, k) for k in fields} for q in rows],
+          lambda: "\n".join(_quarantine_line(q) for q in rows) or "the quarantine is empty")
+    if len(rows) == args.limit:
+        _cut(register.count_quarantine(args.library, status=args.status) - len(rows),
+             f"use --limit (up to {LIMIT_MAX}) or --status")
+
+
+def cmd_quarantine_show(args: argparse.Namespace, register: Register) -> None:
+    q = register.show_quarantine(OPERATOR, args.id)
+
+    def text() -> str:
+        lines = [_quarantine_line(q), f"{'Quarantined:':14}{_when(q.created_at)}"]
+        if q.resolution:
+            lines.append(f"{'Resolution:':14}{q.resolution}" + (f" ({_when(q.resolved_at)})" if q.resolved_at else ""))
+        if q.national_id_masked:
+            lines.append(f"{'National id:':14}{q.national_id_masked}")
+        lines.append(f"{'PIN:':14}{'kept as a hash' if q.has_pin else 'none'}")
+        lines.extend(f"{k + ':':14}{v}" for k, v in (q.values or {}).items())
+        return "\n".join(lines)
+
+    _emit(args, q, text)
+
+
+def cmd_quarantine_resolve(args: argparse.Namespace, register: Register) -> None:
+    if args.reason is not None and not args.discard:
+        raise UsageError("--reason goes with --discard")
+    if args.discard and args.reason is None:
+        raise UsageError("--discard needs --reason TEXT")
+    q = register.resolve_quarantine(OPERATOR, args.id, new_card=args.new_card, attach=args.attach,
+                                    discard_reason=args.reason if args.discard else None)
+    _emit(args, q, lambda: f"{q.id}: {q.resolution}")
+
+
 # ---------------------------------------------------------------------- parser
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -606,7 +684,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last", metavar="CARD", help="the last number of the series (with --first)")
     p = add(series, "list", cmd_series_list, "list reserved series", json_=True)
     p.add_argument("isil", metavar="ISIL", nargs="?", help="only this library's series (default: every library's)")
-    add(series, "conflicts", cmd_series_conflicts, "card numbers in use outside their library's series", json_=True)
+    p = add(series, "conflicts", cmd_series_conflicts, "card numbers in use outside their library's series, "
+            "and quarantined import rows whose card is outside the library's series", json_=True)
+    p.add_argument("--library", metavar="ISIL", help="only this library's numbers (default: every library's)")
+
+    p = add(commands, "import", cmd_import, "import a library's legacy patrons from a file; rows that cannot be "
+            "imported are quarantined with a reason (see `nlr quarantine`); safe to run again", json_=True)
+    p.add_argument("file", metavar="FILE", help="CSV with a header line, or JSON as a list of objects; columns: "
+                   "card, national_id, surname, given_name, birth_date (YYYY-MM-DD), address, address2, postal_code, "
+                   "city, phone, email, and optionally pin")
+    library_option(p, "the library whose patrons these are: their home library")
+    p.add_argument("--format", choices=("csv", "json"), help="the file's format (default: json for a .json file, "
+                   "else csv)")
+    p.add_argument("--dry-run", action="store_true", help="check every row and report, changing nothing")
+    p.add_argument("--batch-size", type=_whole(1, 10_000), default=200, metavar="N",
+                   help="rows per transaction, 1 to 10000 (default 200); an interrupted import keeps whole batches")
+    quarantine = subcommands("quarantine", "legacy import rows that were not imported")
+    p = add(quarantine, "list", cmd_quarantine_list, "list quarantined rows, oldest first", json_=True)
+    p.add_argument("--library", metavar="ISIL", help="only this library's rows")
+    p.add_argument("--status", choices=("open", "resolved", "discarded"), help="only rows with this status")
+    p.add_argument("--limit", type=_whole(1, LIMIT_MAX), default=1000, metavar="N",
+                   help=f"at most N rows, 1 to {LIMIT_MAX} (default 1000)")
+    p = add(quarantine, "show", cmd_quarantine_show, "one quarantined row, with what the file said (audited)",
+            json_=True)
+    p.add_argument("id", type=_whole(1), metavar="ID", help="the entry's id (from `nlr quarantine list`)")
+    p = add(quarantine, "resolve", cmd_quarantine_resolve, "resolve a quarantined row one way (audited)", json_=True)
+    p.add_argument("id", type=_whole(1), metavar="ID", help="the entry's id (from `nlr quarantine list`)")
+    way = p.add_mutually_exclusive_group(required=True)
+    way.add_argument("--new-card", action="store_true", help="register it with the next free card of the "
+                     "library's series")
+    way.add_argument("--attach", metavar="CARD", help="the same person is registered with CARD: activate them at "
+                     "the library (their data stays as it is)")
+    way.add_argument("--discard", action="store_true", help="discard it (with --reason)")
+    p.add_argument("--reason", metavar="TEXT", help="why it is discarded")
 
     terminal = subcommands("terminal", "SIP2 terminal accounts")
     login_help = "the terminal's SIP2 login (CN)"

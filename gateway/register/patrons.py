@@ -3,6 +3,7 @@ lost and replaced cards, deletion."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy import bindparam, delete, select
@@ -85,6 +86,74 @@ def update_in(s: Session, actor: Actor, patron: Patron, row: Card, changes: Patr
     audit.change(s, patron, ChangeKind.UPDATED, actor)
 
 
+@dataclass
+class NewPatron:
+    """A registration's fields, checked (``check_new_patron``); ``card`` None: the next free number of
+    the library's series, set by ``insert_patron_in``."""
+
+    nid: NationalId
+    index: str
+    card: str | None
+    birth_date: date | None
+    secret_address: bool
+    preferred_contact: str | None
+    pin_hash: str | None
+    values: dict[str, str | None]  # names, address, gender and contact details as stored
+
+
+def check_new_patron(
+    nid: NationalId, index: str, *, surname: str, given_name: str, card: str | None = None,
+    birth_date: date | None = None, gender: str | None = None, address_line1: str | None = None,
+    address_line2: str | None = None, postal_code: str | None = None, city: str | None = None,
+    country: str | None = None, email: str | None = None, phone: str | None = None, secret_address: bool = False,
+    preferred_contact: str | None = None, pin_hash: str | None = None,
+) -> NewPatron:
+    """Check every field of a registration but the national id (parsed already): InvalidInput
+    names the field. No database: a legacy import checks its rows with it before a batch begins."""
+    contact = fields.check_contact(email=email, phone=phone, postal_code=postal_code, country=country)
+    names = {"surname": fields.text(surname, "surname", fields.NAME_MAX, required=True),
+             "given_name": fields.text(given_name, "given_name", fields.NAME_MAX, required=True)}
+    others = {k: fields.text(v, k, fields.TEXT_FIELDS[k]) for k, v in
+              {"address_line1": address_line1, "address_line2": address_line2, "city": city}.items()}
+    others["gender"] = fields.gender(gender)
+    fields.check_birth_date(birth_date)
+    channel = fields.contact_channel(preferred_contact)
+    number = fields.card(card) if card is not None else None
+    return NewPatron(nid, index, number, birth_date, secret_address, channel, pin_hash,
+                     {**names, **others, **contact})
+
+
+def insert_patron_in(s: Session, keys: crypto.KeyRing, actor: Actor, lib: Library, new: NewPatron, *,
+                     door_agreement: bool = False) -> Patron:
+    """Register ``new`` at ``lib`` (its home library) in the caller's transaction: the rules (one
+    person, one patron; a card from the library's own series, never used before), the audit event,
+    the change, the activation. Raises DuplicatePatron, CardOutsideSeries, CardInUse, SeriesExhausted
+    before it writes anything; IntegrityError at the flush when a concurrent registration won."""
+    existing = s.scalar(select(Patron).where(Patron.national_id_index == new.index))
+    if existing is not None:
+        raise DuplicatePatron(records.known_card(existing) if actors.may_learn_card_of_national_id(actor) else None)
+    if new.card is None:
+        new.card = series.allocate_card(s, lib)
+    else:
+        series.check_card_in_series(s, lib, new.card)
+    number = new.card
+    patron = Patron(
+        home_library_id=lib.id, national_id_ciphertext=keys.encrypt(new.nid.value), national_id_index=new.index,
+        national_id_kind=new.nid.kind, birth_date=new.birth_date, pin_hash=new.pin_hash,
+        secret_address=new.secret_address, preferred_contact=new.preferred_contact, **new.values,
+    )
+    s.add(patron)
+    s.flush()
+    s.add(Card(number=number, patron_id=patron.id, library_id=lib.id))
+    s.flush()
+    audit.record(s, actor, Action.PATRON_REGISTER, "ok", patron=patron, card=number, library=lib.isil)
+    audit.change(s, patron, ChangeKind.REGISTERED, actor, lib.isil)
+    activation.activate_at(s, actor, patron, lib, quiet=True)
+    if door_agreement:
+        activation.sign_door_agreement(s, actor, patron, lib, number)
+    return patron
+
+
 class Patrons(Area):
     """Registering, finding and changing patrons."""
 
@@ -109,46 +178,24 @@ class Patrons(Area):
             actors.require_may_create(actor)
             nid = _national_id(national_id, self.settings.allow_synthetic_ids)
             index = self.keys.lookup_hash(nid.value)
-            contact = fields.check_contact(email=email, phone=phone, postal_code=postal_code, country=country)
-            names = {"surname": fields.text(surname, "surname", fields.NAME_MAX, required=True),
-                     "given_name": fields.text(given_name, "given_name", fields.NAME_MAX, required=True)}
-            others = {k: fields.text(v, k, fields.TEXT_FIELDS[k]) for k, v in
-                      {"address_line1": address_line1, "address_line2": address_line2, "city": city}.items()}
-            others["gender"] = fields.gender(gender)
-            fields.check_birth_date(birth_date)
-            preferred_contact = fields.contact_channel(preferred_contact)
-            pin_hash = crypto.hash_secret(fields.pin(pin), self.settings.pin_hash_cost) if pin is not None else None
-            number = fields.card(card) if card is not None else None
+            new = check_new_patron(
+                nid, index, surname=surname, given_name=given_name, card=card, birth_date=birth_date,
+                gender=gender, address_line1=address_line1, address_line2=address_line2, postal_code=postal_code,
+                city=city, country=country, email=email, phone=phone, secret_address=secret_address,
+                preferred_contact=preferred_contact)
+            if pin is not None:
+                new.pin_hash = crypto.hash_secret(fields.pin(pin), self.settings.pin_hash_cost)
             try:
                 with self._tx() as s:
                     lib = records.library(s, isil)
-                    self._refuse_duplicate(s, actor, index)
-                    if number is None:
-                        number = series.allocate_card(s, lib)
-                    else:
-                        series.check_card_in_series(s, lib, number)
-                    patron = Patron(
-                        home_library_id=lib.id, national_id_ciphertext=self.keys.encrypt(nid.value),
-                        national_id_index=index, national_id_kind=nid.kind, birth_date=birth_date,
-                        pin_hash=pin_hash, secret_address=secret_address, preferred_contact=preferred_contact,
-                        **names, **others, **contact,
-                    )
-                    s.add(patron)
-                    s.flush()
-                    s.add(Card(number=number, patron_id=patron.id, library_id=lib.id))
-                    s.flush()
+                    patron = insert_patron_in(s, self.keys, actor, lib, new, door_agreement=door_agreement)
                     s.refresh(patron)
-                    audit.record(s, actor, Action.PATRON_REGISTER, "ok", patron=patron, card=number, library=isil)
-                    audit.change(s, patron, ChangeKind.REGISTERED, actor, isil)
-                    activation.activate_at(s, actor, patron, lib, quiet=True)
-                    if door_agreement:
-                        activation.sign_door_agreement(s, actor, patron, lib, number)
                     return self._patron_view(patron)
             except IntegrityError:
                 # A concurrent registration won the race: say which rule it broke.
                 with self._tx() as s:
                     self._refuse_duplicate(s, actor, index)
-                raise CardInUse(f"card {number} is already in use (card numbers are never reused)") from None
+                raise CardInUse(f"card {new.card} is already in use (card numbers are never reused)") from None
         except RegisterUnavailable:
             raise
         except RegisterError as exc:

@@ -19,7 +19,7 @@ Where each area lives:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from typing import Any
 
@@ -35,8 +35,10 @@ from gateway.register.audit import AuditTrail
 from gateway.register.context import Context
 from gateway.register.errors import RegisterError
 from gateway.register.fields import PatronChanges
+from gateway.register.imports import Imports
 from gateway.register.innsyn import Innsyn
 from gateway.register.keys import Keys
+from gateway.register.legacy import ImportRow, ImportSummary, QuarantineView
 from gateway.register.libraries import Libraries
 from gateway.register.models import Card, Patron
 from gateway.register.patrons import Patrons
@@ -89,6 +91,7 @@ class Register:
         self.accounts = Accounts(context, self)
         self.audit = AuditTrail(context, self)
         self.key_rotation = Keys(context, self)
+        self.imports = Imports(context, self)
 
     def ping(self) -> None:
         """Raise RegisterUnavailable unless the database answers."""
@@ -117,8 +120,29 @@ class Register:
     def list_series(self, isil: str | None = None) -> list[SeriesView]:
         return self.series.list_series(isil)
 
-    def series_conflicts(self) -> list[dict[str, str]]:
-        return self.series.series_conflicts()
+    def series_conflicts(self, isil: str | None = None) -> list[dict[str, Any]]:
+        return self.series.series_conflicts(isil)
+
+    # ------------------------------------------------------------------ legacy import and its quarantine
+    def import_rows(self, actor: Actor, library: str, rows: Iterable[ImportRow], *, dry_run: bool = False,
+                    batch_size: int | None = None, progress: Callable[[int], object] | None = None) -> ImportSummary:
+        return self.imports.import_rows(actor, library, rows, dry_run=dry_run, progress=progress,
+                                        **({"batch_size": batch_size} if batch_size else {}))
+
+    def list_quarantine(self, library: str | None = None, *, status: str | None = None,
+                        limit: int = 1000) -> list[QuarantineView]:
+        return self.imports.list_quarantine(library, status=status, limit=limit)
+
+    def count_quarantine(self, library: str | None = None, *, status: str | None = None) -> int:
+        return self.imports.count_quarantine(library, status=status)
+
+    def show_quarantine(self, actor: Actor, entry_id: int) -> QuarantineView:
+        return self.imports.show_quarantine(actor, entry_id)
+
+    def resolve_quarantine(self, actor: Actor, entry_id: int, *, new_card: bool = False, attach: str | None = None,
+                           discard_reason: str | None = None) -> QuarantineView:
+        return self.imports.resolve_quarantine(actor, entry_id, new_card=new_card, attach=attach,
+                                               discard_reason=discard_reason)
 
     # ------------------------------------------------------------------ patrons
     def register_patron(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -108,15 +110,31 @@ class Series(Area):
                 query = query.where(Library.id == records.library(s, isil).id)
             return [self._series_view(s, series, lib) for series, lib in s.execute(query)]
 
-    def series_conflicts(self) -> list[dict[str, str]]:
-        """Card numbers in use outside a series of the library that issued them (legacy data)."""
+    def series_conflicts(self, isil: str | None = None) -> list[dict[str, Any]]:
+        """Card numbers in use outside a series of the library that issued them (legacy data), of one
+        library when asked; and that library's open quarantined import rows whose card is outside its
+        series (PRODUCT §2.10: reported to the library to clean up, never registered silently)."""
+        from gateway.register.imports import QuarantineEntry  # imports.py builds on this module
+        from gateway.register.legacy import QuarantineReason, QuarantineStatus
+
         with self._tx() as s:
+            lib_id = records.library(s, isil).id if isil is not None else None
             spans: dict[int, list[tuple[int, int]]] = {}
             for ser in s.scalars(select(NumberSeries)):
                 spans.setdefault(ser.library_id, []).append((ser.first_number, ser.last_number))
-            out = []
-            for number, lib_id, isil in s.execute(select(Card.number, Card.library_id, Library.isil).join(Library)):
+            out: list[dict[str, Any]] = []
+            query = select(Card.number, Card.library_id, Library.isil).join(Library).order_by(Card.number)
+            if lib_id is not None:
+                query = query.where(Card.library_id == lib_id)
+            for number, card_lib, lib_isil in s.execute(query):
                 value = card_number_to_int(number)
-                if not any(a <= value <= b for a, b in spans.get(lib_id, [])):
-                    out.append({"card": number, "library": isil})
+                if not any(a <= value <= b for a, b in spans.get(card_lib, [])):
+                    out.append({"card": number, "library": lib_isil, "source": "register"})
+            quarantined = select(QuarantineEntry.id, QuarantineEntry.card, Library.isil).join(Library).where(
+                QuarantineEntry.reason == QuarantineReason.CARD_OUTSIDE_SERIES.value,
+                QuarantineEntry.status == QuarantineStatus.OPEN.value).order_by(QuarantineEntry.id)
+            if lib_id is not None:
+                quarantined = quarantined.where(QuarantineEntry.library_id == lib_id)
+            for entry_id, given, owner in s.execute(quarantined):
+                out.append({"card": given, "library": owner, "source": "quarantine", "quarantine": entry_id})
             return out

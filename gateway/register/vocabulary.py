@@ -82,6 +82,10 @@ class Action(StrEnum):
     TERMINAL_UPDATE = "terminal_update"
     CLIENT_ADD = "client_add"
     CLIENT_UPDATE = "client_update"
+    IMPORT = "import"  # a legacy import run: what it imported and quarantined
+    IMPORT_QUARANTINE = "import_quarantine"  # a row of it quarantined, against the patron it concerned
+    QUARANTINE_SHOW = "quarantine_show"
+    QUARANTINE_RESOLVE = "quarantine_resolve"
 
 
 class PinCheck(StrEnum):

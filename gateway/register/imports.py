@@ -1,0 +1,482 @@
+"""A library's legacy import, and the quarantine of the rows it could not import (issue 12, item 2).
+
+Every row is imported or quarantined with a reason (``QuarantineReason``); nothing is dropped and
+nothing registered is overwritten. A row is registered by the same code as any registration
+(``patrons.check_new_patron``, ``patrons.insert_patron_in``), so every rule holds, and the register's
+refusal is the reason: DuplicatePatron → person_registered, CardOutsideSeries → card_outside_series,
+CardInUse → card_in_use.
+
+Batches: the rows are taken ``batch_size`` at a time, each batch one transaction (a savepoint per
+row), so an interrupted import keeps the batches committed before it and loses nothing else.
+
+Re-runs and resumption: a row is known again by its identity, not by its place in the file:
+- imported: its card is registered to the same person (the keyed index of the national id), and is
+  counted as ``already_imported``;
+- quarantined: by its *row key*, an HMAC (the register's lookup key) of the library, the row's
+  values and how many identical rows came before it in the file; unique per library, so the same
+  row is never quarantined twice, wherever it stands in the file, and resolving or discarding it
+  keeps it known.
+So the same file twice imports nothing new and quarantines nothing twice, and an interrupted run
+resumes by being run again.
+
+What the quarantine keeps: the row's values as the file gave them (names, address, contact, birth
+date), erased when the entry is resolved or discarded; the national id only as patrons keep it
+(encrypted, and the keyed index when it is valid; an invalid one encrypted only); a PIN only as its
+scrypt hash (an invalid PIN not at all). The detail never repeats a national id or a PIN.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date, datetime
+from itertools import islice
+
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    select,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+
+from gateway.register import activation, actors, audit, crypto, fields, records
+from gateway.register.actors import Actor
+from gateway.register.context import Area
+from gateway.register.errors import (
+    CardInUse,
+    CardOutsideSeries,
+    DuplicatePatron,
+    InvalidInput,
+    InvalidNationalIdentityNumber,
+    NotFound,
+)
+from gateway.register.identity import InvalidNationalId, NationalId, mask_national_id, parse_national_id
+from gateway.register.legacy import (
+    VALUE_MAX,
+    ImportRow,
+    ImportSummary,
+    QuarantineReason as Why,
+    QuarantineStatus,
+    QuarantineView,
+)
+from gateway.register.models import Base, Card, Library, Patron, UTCDateTime, utcnow
+from gateway.register.patrons import NewPatron, check_new_patron, insert_patron_in
+from gateway.register.vocabulary import Action
+
+BATCH_SIZE = 200  # rows per transaction: on SQLite the write lock is held this long (about 0.1 s)
+
+
+class QuarantineEntry(Base):
+    """A row of a legacy import that was not imported, and what became of it."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (UniqueConstraint("library_id", "row_key", name="quarantine_row_once"),
+                      Index("quarantine_by_library", "library_id", "status", "id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id"))
+    row_number: Mapped[int] = mapped_column(Integer)  # the row's place in the file that quarantined it
+    row_key: Mapped[str] = mapped_column(String(64))  # see the module docstring
+    card: Mapped[str | None] = mapped_column(String(40))  # as the file gave it (normalised when valid)
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(10), default=QuarantineStatus.OPEN.value)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolution: Mapped[str | None] = mapped_column(String(300))
+    # The row itself, until the entry is resolved or discarded: as patrons keep it.
+    national_id_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    national_id_index: Mapped[str | None] = mapped_column(String(64))
+    pin_hash: Mapped[str | None] = mapped_column(String(200))
+    data: Mapped[str | None] = mapped_column(Text)  # JSON: the other columns of the row, as given
+
+    library: Mapped[Library] = relationship(lazy="joined")
+
+
+# The columns of a file and the checks the register makes of each (to name the field it refuses).
+_TEXT = {"surname": ("surname", True), "given_name": ("given_name", True), "address": ("address_line1", False),
+         "address2": ("address_line2", False), "city": ("city", False)}
+_CONTACT = {"postal_code": "postal_code", "phone": "phone", "email": "email"}
+_KEPT = ("surname", "given_name", "birth_date", "address", "address2", "postal_code", "city", "phone", "email")
+
+
+def _value(row: ImportRow, column: str) -> str | None:
+    value = row.values.get(column)
+    return value.strip() if value is not None and value.strip() else None
+
+
+def _birth_date(text: str | None) -> date | None:
+    if text is None:
+        return None
+    try:
+        born = date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput("birth date must be a date in the form YYYY-MM-DD") from None
+    fields.check_birth_date(born)
+    return born
+
+
+def _check_field(column: str, value: str | None) -> None:
+    """The register's check of one column; InvalidInput when it refuses the value."""
+    if column in _TEXT:
+        name, required = _TEXT[column]
+        fields.text(value, name, fields.TEXT_FIELDS[name], required=required)
+    elif column in _CONTACT:
+        fields.check_contact(**{_CONTACT[column]: value})
+    elif column == "birth_date":
+        _birth_date(value)
+    elif column == "pin" and value is not None:
+        fields.pin(value)
+
+
+@dataclass
+class _Row:
+    """A row on its way: what was made of it before the database is asked."""
+
+    row: ImportRow
+    key: str
+    card_text: str | None
+    card: str | None = None  # normalised, when it is a card number
+    nid: NationalId | None = None
+    index: str | None = None
+    reason: Why | None = None
+    detail: str | None = None
+    new: NewPatron | None = None
+    pin: str | None = None  # valid, to be hashed
+    pin_hash: str | None = None
+    patron_id: int | None = None  # the patron a quarantined row concerns (audited against it)
+    outcome: str = ""  # imported, already_imported, quarantined, already_quarantined
+
+    def quarantine(self, reason: Why, detail: str | None = None, patron_id: int | None = None) -> None:
+        self.reason, self.detail, self.patron_id = reason, detail, patron_id
+
+
+class _DryRun(Exception):
+    """Raised at the end of a dry run's batch, so that its transaction rolls back."""
+
+
+class Imports(Area):
+    """The legacy import and its quarantine."""
+
+    # ------------------------------------------------------------------ the import
+    def import_rows(self, actor: Actor, library: str, rows: Iterable[ImportRow], *, dry_run: bool = False,
+                    batch_size: int = BATCH_SIZE, progress: Callable[[int], object] | None = None) -> ImportSummary:
+        """Import a library's legacy patrons (see the module docstring); ``progress(n)`` after each
+        batch of ``n`` rows. Raises NotFound (library), PermissionDenied, RegisterUnavailable.
+
+        Returns the summary: imported, already imported, quarantined by reason, seconds."""
+        actors.require_operator(actor)
+        isil = fields.isil(library)
+        with self._tx() as s:
+            lib_id = records.library(s, isil).id
+        started = time.perf_counter()
+        summary = ImportSummary(isil, dry_run=dry_run)
+        seen_cards: set[str] = set()
+        seen_people: set[str] = set()
+        seen_rows: dict[str, int] = {}
+        it = iter(rows)
+        with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as hashers:
+            while True:
+                batch = [self._prepare(isil, row, seen_cards, seen_people, seen_rows)
+                         for row in islice(it, batch_size)]
+                if not batch:
+                    break
+                self._import_batch(actor, lib_id, batch, hashers, dry_run=dry_run)
+                for r in batch:
+                    if r.outcome == "quarantined":
+                        assert r.reason is not None
+                        summary.quarantined[r.reason.value] = summary.quarantined.get(r.reason.value, 0) + 1
+                    elif r.outcome:
+                        setattr(summary, r.outcome, getattr(summary, r.outcome) + 1)
+                summary.rows += len(batch)
+                if progress is not None:
+                    progress(len(batch))
+        summary.seconds = time.perf_counter() - started
+        if not dry_run:
+            with self._tx() as s:
+                audit.record(s, actor, Action.IMPORT, "ok", library=isil, detail=(
+                    f"{summary.rows} rows: {summary.imported} imported, {summary.already_imported} already, "
+                    f"{summary.quarantined_total} quarantined, {summary.already_quarantined} already quarantined"))
+        return summary
+
+    def _prepare(self, isil: str, row: ImportRow, seen_cards: set[str], seen_people: set[str],
+                 seen_rows: dict[str, int]) -> _Row:
+        """Everything that needs no database: the row's key, its card and person, duplicates in the
+        file, and the register's checks of every other field."""
+        canonical = json.dumps([isil, sorted((k, v or "") for k, v in row.values.items())], ensure_ascii=False)
+        occurrence = seen_rows.get(canonical, 0)
+        seen_rows[canonical] = occurrence + 1
+        r = _Row(row, self.keys.lookup_hash(f"legacy-import\0{canonical}\0{occurrence}"), _value(row, "card"))
+        if r.card_text is not None:
+            try:
+                r.card = fields.card(r.card_text)
+            except InvalidInput:
+                pass
+        national_id = _value(row, "national_id")
+        if national_id is not None:
+            try:
+                r.nid = parse_national_id(national_id, allow_synthetic=self.settings.allow_synthetic_ids)
+                r.index = self.keys.lookup_hash(r.nid.value)
+            except InvalidNationalId:
+                pass
+        duplicate = (r.card is not None and r.card in seen_cards) or (r.index is not None and r.index in seen_people)
+        if r.card is not None:
+            seen_cards.add(r.card)
+        if r.index is not None:
+            seen_people.add(r.index)
+        if r.card is None:
+            r.quarantine(Why.BAD_CARD, "no card number" if r.card_text is None else "not a card number")
+        elif r.index is None:
+            r.quarantine(Why.INVALID_NATIONAL_ID, "no national identity number" if national_id is None
+                         else "not a valid national identity number")
+        elif duplicate:
+            r.quarantine(Why.DUPLICATE_IN_FILE, "the same card or person is in an earlier row of the file")
+        for column in ("surname", "given_name", "birth_date", "address", "address2", "postal_code", "city",
+                       "phone", "email", "pin"):
+            try:
+                _check_field(column, _value(row, column))
+            except InvalidInput as exc:
+                if r.reason is None:
+                    r.quarantine(Why.INVALID_FIELD, f"{column}: {exc}")
+                continue
+            if column == "pin":
+                r.pin = _value(row, "pin")
+        if r.reason is None:
+            assert r.nid is not None and r.index is not None
+            try:
+                r.new = check_new_patron(
+                    r.nid, r.index, card=r.card, surname=_value(row, "surname") or "",
+                    given_name=_value(row, "given_name") or "", birth_date=_birth_date(_value(row, "birth_date")),
+                    address_line1=_value(row, "address"), address_line2=_value(row, "address2"),
+                    postal_code=_value(row, "postal_code"), city=_value(row, "city"), email=_value(row, "email"),
+                    phone=_value(row, "phone"))
+            except InvalidInput as exc:  # a rule the checks above do not name
+                r.quarantine(Why.INVALID_FIELD, str(exc))
+        return r
+
+    def _import_batch(self, actor: Actor, lib_id: int, batch: list[_Row], hashers: ThreadPoolExecutor, *,
+                      dry_run: bool) -> None:
+        # What earlier runs did (read first, so that no PIN is hashed for a row done already).
+        with self._read() as conn:
+            known = set(conn.scalars(select(QuarantineEntry.row_key).where(
+                QuarantineEntry.library_id == lib_id, QuarantineEntry.row_key.in_([r.key for r in batch]))))
+            owners = dict(conn.execute(select(Card.number, Patron.national_id_index).join(
+                Patron, Patron.id == Card.patron_id).where(Card.number.in_([r.card for r in batch if r.card]))).all())
+        for r in batch:
+            if r.key in known:
+                r.outcome = "already_quarantined"
+            elif r.card is not None and r.index is not None and owners.get(r.card) == r.index:
+                r.outcome = "already_imported"
+        hashing = [r for r in batch if not r.outcome and r.pin is not None]
+        if dry_run:
+            for r in hashing:
+                r.pin_hash = "dry-run"
+        else:
+            cost = self.settings.pin_hash_cost
+            for r, hashed in zip(hashing, hashers.map(lambda r: crypto.hash_secret(r.pin or "", cost), hashing),
+                                 strict=True):
+                r.pin_hash = hashed
+        try:
+            with self._tx() as s:
+                lib = s.get(Library, lib_id)
+                assert lib is not None
+                known = set(s.scalars(select(QuarantineEntry.row_key).where(  # a concurrent run of the same file
+                    QuarantineEntry.library_id == lib_id, QuarantineEntry.row_key.in_([r.key for r in batch]))))
+                for r in batch:
+                    if r.outcome:
+                        continue
+                    if r.key in known:
+                        r.outcome = "already_quarantined"
+                        continue
+                    if r.reason is None:
+                        self._register(s, actor, lib, r)
+                    if r.reason is not None:
+                        self._quarantine(s, actor, lib, r)
+                        known.add(r.key)
+                if dry_run:
+                    raise _DryRun
+        except _DryRun:
+            pass
+
+    def _register(self, s: Session, actor: Actor, lib: Library, r: _Row) -> None:
+        """Register the row by the registration's own code, or say why not (``r.reason``)."""
+        assert r.new is not None and r.card is not None
+        r.new.pin_hash = r.pin_hash
+        try:
+            with s.begin_nested():
+                insert_patron_in(s, self.keys, actor, lib, r.new)
+            r.outcome = "imported"
+            return
+        except InvalidInput as exc:
+            r.quarantine(Why.INVALID_FIELD, str(exc))
+            return
+        except (DuplicatePatron, CardOutsideSeries, CardInUse, IntegrityError) as exc:
+            refused: Exception = exc  # IntegrityError: a concurrent registration won; the facts below tell
+        owner = s.execute(select(Card.patron_id, Patron.national_id_index).join(
+            Patron, Patron.id == Card.patron_id).where(Card.number == r.card)).first()
+        person = s.scalar(select(Patron.id).where(Patron.national_id_index == r.index))
+        if owner is not None and owner.national_id_index == r.index:
+            r.outcome = "already_imported"
+        elif isinstance(refused, DuplicatePatron) or (isinstance(refused, IntegrityError) and person is not None):
+            r.quarantine(Why.PERSON_REGISTERED, "this person is registered under another card", person)
+        elif isinstance(refused, CardOutsideSeries):
+            r.quarantine(Why.CARD_OUTSIDE_SERIES, f"the card is not inside a number series reserved by {lib.isil}"
+                         + (" (and is another patron's)" if owner is not None else ""),
+                         owner.patron_id if owner is not None else None)
+        else:
+            r.quarantine(Why.CARD_IN_USE, "the card is another patron's (card numbers are never reused)",
+                         owner.patron_id if owner is not None else None)
+
+    def _quarantine(self, s: Session, actor: Actor, lib: Library, r: _Row) -> None:
+        assert r.reason is not None
+        national_id = _value(r.row, "national_id")
+        kept = {k: v[:VALUE_MAX] for k in _KEPT if (v := _value(r.row, k)) is not None}
+        entry = QuarantineEntry(
+            library_id=lib.id, row_number=r.row.number, row_key=r.key,
+            card=(r.card or (r.card_text or "")[:40] or None), reason=r.reason.value,
+            detail=(r.detail or "")[:300] or None, status=QuarantineStatus.OPEN.value,
+            national_id_ciphertext=self.keys.encrypt(national_id[:VALUE_MAX]) if national_id else None,
+            national_id_index=r.index, pin_hash=r.pin_hash, data=json.dumps(kept, ensure_ascii=False))
+        s.add(entry)
+        s.flush()
+        r.outcome = "quarantined"
+        audit.record(s, actor, Action.IMPORT_QUARANTINE, r.reason.value, patron=r.patron_id, card=r.card,
+                     library=lib.isil, detail=f"quarantine {entry.id}, row {r.row.number}")
+
+    # ------------------------------------------------------------------ the quarantine
+    def list_quarantine(self, library: str | None = None, *, status: str | None = None,
+                        limit: int = 1000) -> list[QuarantineView]:
+        """Quarantined rows, oldest first (without the rows' personal data)."""
+        with self._tx() as s:
+            query = select(QuarantineEntry).order_by(QuarantineEntry.id).limit(limit)
+            if library is not None:
+                query = query.where(QuarantineEntry.library_id == records.library(s, library).id)
+            if status is not None:
+                query = query.where(QuarantineEntry.status == QuarantineStatus(status).value)
+            return [self._view(e) for e in s.scalars(query)]
+
+    def count_quarantine(self, library: str | None = None, *, status: str | None = None) -> int:
+        with self._tx() as s:
+            query = select(QuarantineEntry.id)
+            if library is not None:
+                query = query.where(QuarantineEntry.library_id == records.library(s, library).id)
+            if status is not None:
+                query = query.where(QuarantineEntry.status == QuarantineStatus(status).value)
+            return len(s.scalars(query).all())
+
+    def show_quarantine(self, actor: Actor, entry_id: int) -> QuarantineView:
+        """One quarantined row with what the file said (the national id masked); audited."""
+        actors.require_operator(actor)
+        with self._tx() as s:
+            entry = self._entry(s, entry_id)
+            audit.record(s, actor, Action.QUARANTINE_SHOW, "ok", patron=self._concerned(s, entry), card=entry.card,
+                         library=entry.library.isil, detail=f"quarantine {entry.id}")
+            return self._view(entry, full=True)
+
+    def resolve_quarantine(self, actor: Actor, entry_id: int, *, new_card: bool = False, attach: str | None = None,
+                           discard_reason: str | None = None) -> QuarantineView:
+        """Resolve an open entry one way: register the row with the next free card of the library's
+        series (``new_card``), attach it to the patron registered already with card ``attach`` (the
+        same person: activated at the library; nothing of theirs is changed), or discard it with a
+        reason. The row's personal data is erased from the quarantine then; audited.
+
+        Raises NotFound, InvalidInput (not open, not the same person, no valid national id, a field
+        the register refuses), DuplicatePatron, SeriesExhausted."""
+        actors.require_operator(actor)
+        if sum((new_card, attach is not None, discard_reason is not None)) != 1:
+            raise InvalidInput("resolve one way: a new card, attach to a card, or discard with a reason")
+        reason_text = fields.text(discard_reason, "reason", 200, required=True) if discard_reason is not None else None
+        try:
+            with self._tx() as s:
+                entry = self._entry(s, entry_id, lock=True)
+                if entry.status != QuarantineStatus.OPEN:
+                    raise InvalidInput(f"quarantine entry {entry.id} is {entry.status} already")
+                lib = entry.library
+                patron: Patron | None = None
+                if new_card:
+                    patron = insert_patron_in(s, self.keys, actor, lib, self._new_patron(entry))
+                    number = records.known_card(patron)
+                    entry.status, entry.resolution = QuarantineStatus.RESOLVED.value, f"registered with card {number}"
+                    outcome = "new_card"
+                elif attach is not None:
+                    patron, row = records.patron_of(s, attach, lock=True)
+                    if entry.national_id_index is None or patron.national_id_index != entry.national_id_index:
+                        raise InvalidInput(f"the quarantined row is not the person registered with card {row.number}")
+                    activation.activate_at(s, actor, patron, lib)
+                    number = row.number
+                    entry.status, entry.resolution = QuarantineStatus.RESOLVED.value, f"attached to card {number}"
+                    outcome = "attached"
+                else:
+                    number = None
+                    entry.status, entry.resolution = QuarantineStatus.DISCARDED.value, f"discarded: {reason_text}"
+                    outcome = "discarded"
+                entry.resolved_at = utcnow()
+                concerned = patron.id if patron is not None else self._concerned(s, entry)
+                entry.data = entry.national_id_ciphertext = entry.national_id_index = entry.pin_hash = None
+                s.flush()
+                audit.record(s, actor, Action.QUARANTINE_RESOLVE, outcome, patron=concerned,
+                             card=number or entry.card, library=lib.isil,
+                             detail=f"quarantine {entry.id} ({entry.reason}): {entry.resolution}")
+                return self._view(entry)
+        except IntegrityError:
+            raise CardInUse("a concurrent registration took the card or the person; try again") from None
+
+    def _entry(self, s: Session, entry_id: int, *, lock: bool = False) -> QuarantineEntry:
+        query = select(QuarantineEntry).where(QuarantineEntry.id == entry_id)
+        if lock and self.store.postgres:
+            query = query.with_for_update(of=QuarantineEntry)
+        entry = s.scalar(query)
+        if entry is None:
+            raise NotFound(f"quarantine entry {entry_id} does not exist")
+        return entry
+
+    def _concerned(self, s: Session, entry: QuarantineEntry) -> int | None:
+        """The patron a quarantined row concerns: the person registered already, or the card's owner."""
+        if entry.national_id_index is not None:
+            found = s.scalar(select(Patron.id).where(Patron.national_id_index == entry.national_id_index))
+            if found is not None:
+                return found
+        if entry.card is not None:
+            return s.scalar(select(Card.patron_id).where(Card.number == entry.card))
+        return None
+
+    def _new_patron(self, entry: QuarantineEntry) -> NewPatron:
+        if entry.national_id_ciphertext is None:
+            raise InvalidInput("the row has no national identity number: discard it, or register the patron anew")
+        try:
+            nid = parse_national_id(self.keys.decrypt(entry.national_id_ciphertext),
+                                    allow_synthetic=self.settings.allow_synthetic_ids)
+        except InvalidNationalId as exc:
+            raise InvalidNationalIdentityNumber(f"invalid national identity number: {exc.reason}") from None
+        data: dict[str, str] = json.loads(entry.data or "{}")
+        new = check_new_patron(
+            nid, self.keys.lookup_hash(nid.value), surname=data.get("surname", ""),
+            given_name=data.get("given_name", ""), birth_date=_birth_date(data.get("birth_date")),
+            address_line1=data.get("address"), address_line2=data.get("address2"),
+            postal_code=data.get("postal_code"), city=data.get("city"), email=data.get("email"),
+            phone=data.get("phone"))
+        new.pin_hash = entry.pin_hash
+        return new
+
+    def _view(self, e: QuarantineEntry, *, full: bool = False) -> QuarantineView:
+        masked: str | None = None
+        values: dict[str, str] | None = None
+        if full:
+            if e.national_id_ciphertext is not None:
+                plain = self.keys.decrypt(e.national_id_ciphertext)
+                masked = mask_national_id(plain) if e.national_id_index is not None else f"(invalid, {len(plain)} "\
+                    "characters)"
+            values = json.loads(e.data) if e.data else None
+        return QuarantineView(e.id, e.library.isil, e.row_number, e.card, e.reason, e.detail, e.status, e.created_at,
+                              e.resolved_at, e.resolution, masked, e.pin_hash is not None, values)
+

@@ -1,0 +1,293 @@
+"""The legacy import and its quarantine (issue 12, item 2), on SQLite and PostgreSQL: every
+quarantine reason, re-runs, resumption after an interruption, --dry-run, resolving each way and its
+audit, series conflicts per library, and the command line (unknown columns, the progress bar on a
+terminal and not in a pipe)."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+from typing import Any
+
+import pytest
+from register_helpers import BERGEN, OSLO, PIN, add_patron, nid, raw_rows
+from test_cli import _command, _env, ok, run, usage_error, write_config
+
+from gateway.register import Register
+from gateway.register.errors import DuplicatePatron, InvalidInput, NotFound
+from gateway.register.imports import Imports
+from gateway.register.legacy import COLUMNS, ImportRow
+from gateway.register.views import OPERATOR
+from gateway.register.vocabulary import PinCheck
+
+
+def row(number: int, card: str, national_id: str, **values: str) -> ImportRow:
+    base = {"card": card, "national_id": national_id, "surname": f"Legacy{number}", "given_name": "Kari",
+            "birth_date": "1985-03-14", "postal_code": "0150", "city": "Oslo"}
+    base.update(values)
+    return ImportRow(number, base)
+
+
+def every_reason_rows(reg: Register) -> list[ImportRow]:
+    """Rows 1 and 9 import; each other row has one reason (the expected one in its surname)."""
+    # owns the card of row 5, and is the person of row 6
+    add_patron(reg, 10, OSLO, card="N000100050", national_id=nid(10))
+    return [
+        row(1, "N000100001", nid(0)),
+        row(2, "XYZ", nid(1)),  # bad_card
+        row(3, "N000100003", "12345678901"),  # invalid_national_id
+        row(4, "N000200005", nid(2)),  # card_outside_series: a Bergen number
+        row(5, "N000100050", nid(3)),  # card_in_use
+        row(6, "N000100060", nid(10)),  # person_registered
+        row(7, "N000100001", nid(4)),  # duplicate_in_file: the card of row 1
+        row(8, "N000100070", nid(5), email="not-an-email"),  # invalid_field
+        row(9, "N000100002", nid(6), pin=PIN),
+        row(10, "N000100004", nid(6)),  # duplicate_in_file: the person of row 9
+    ]
+
+
+EXPECTED = {2: "bad_card", 3: "invalid_national_id", 4: "card_outside_series", 5: "card_in_use",
+            6: "person_registered", 7: "duplicate_in_file", 8: "invalid_field", 10: "duplicate_in_file"}
+
+
+def test_every_reason_is_quarantined_and_a_rerun_changes_nothing(reg: Register) -> None:
+    rows = every_reason_rows(reg)
+    first = reg.import_rows(OPERATOR, OSLO, rows, batch_size=4)
+    assert (first.rows, first.imported, first.already_imported, first.already_quarantined) == (10, 2, 0, 0)
+    assert first.quarantined == {"bad_card": 1, "invalid_national_id": 1, "card_outside_series": 1,
+                                 "card_in_use": 1, "person_registered": 1, "duplicate_in_file": 2,
+                                 "invalid_field": 1}
+    listed = reg.list_quarantine(OSLO)
+    assert {q.row: q.reason for q in listed} == EXPECTED
+    assert all(q.status == "open" and q.library == OSLO for q in listed)
+    assert next(q for q in listed if q.row == 8).detail.startswith("email: ")
+    assert next(q for q in listed if q.row == 2).card == "XYZ"
+    # imported through the registration's code: home library, activation, PIN, audit, change
+    p = reg.find_patron(OPERATOR, "N000100002")
+    assert p.home_library_isil == OSLO and [a.library_isil for a in p.activations] == [OSLO]
+    assert reg.verify_pin(OPERATOR, "N000100002", PIN) is PinCheck.OK
+    assert not reg.find_patron(OPERATOR, "N000100001").has_pin
+    assert reg.find_patron(OPERATOR, "N000100050").surname == "Nordmann10"  # nothing registered is overwritten
+    assert [c.kind for c in reg.changes() if c.card_number == "N000100001"] == ["registered"]
+    outcomes = raw_rows(reg, "SELECT outcome, patron_id FROM audit_events WHERE action = 'import_quarantine'")
+    assert sorted(o for o, _ in outcomes) == sorted(EXPECTED.values())
+    owner = raw_rows(reg, "SELECT patron_id FROM cards WHERE number = 'N000100050'")[0][0]
+    assert ("card_in_use", owner) in outcomes and ("person_registered", owner) in outcomes  # seen in innsyn
+
+    again = reg.import_rows(OPERATOR, OSLO, rows, batch_size=3)
+    assert (again.imported, again.already_imported, again.already_quarantined, again.quarantined) == (0, 2, 8, {})
+    assert len(reg.list_quarantine(OSLO)) == 8
+    assert reg.counts()["patrons"] == 3
+
+
+def test_the_quarantine_keeps_no_national_id_or_pin_in_clear(reg: Register) -> None:
+    rows = every_reason_rows(reg) + [row(11, "N000900001", nid(7), pin="9753")]  # outside every series
+    reg.import_rows(OPERATOR, OSLO, rows)
+    stored = raw_rows(reg, "SELECT * FROM quarantine")
+    text = repr(stored)
+    for national_id in [nid(k) for k in range(11)] + ["12345678901"]:
+        assert national_id not in text
+    assert "9753" not in text
+    (entry,) = [q for q in reg.list_quarantine(OSLO) if q.row == 11]
+    shown = reg.show_quarantine(OPERATOR, entry.id)
+    assert shown.has_pin and shown.national_id_masked and nid(7) not in shown.national_id_masked
+    assert shown.values is not None and shown.values["surname"] == "Legacy11"
+    pin_hash = raw_rows(reg, "SELECT pin_hash FROM quarantine WHERE id = :i", i=entry.id)[0][0]
+    assert pin_hash.startswith("scrypt$")
+    audits = raw_rows(reg, "SELECT detail FROM audit_events")
+    assert not any(d and (nid(7) in d or "9753" in d) for (d,) in audits)
+
+
+def test_an_interrupted_import_resumes(reg: Register, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [row(i, f"N0001{i:05d}", nid(i)) for i in range(1, 11)]
+    real = Imports._import_batch
+    calls = {"n": 0}
+
+    def crash_in_third(self: Imports, *args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as Ctrl-C, or a crash, between the second batch's commit and the third's
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Imports, "_import_batch", crash_in_third)
+    with pytest.raises(KeyboardInterrupt):
+        reg.import_rows(OPERATOR, OSLO, rows, batch_size=3)
+    assert reg.counts()["patrons"] == 6  # two whole batches
+    monkeypatch.setattr(Imports, "_import_batch", real)
+    resumed = reg.import_rows(OPERATOR, OSLO, rows, batch_size=3)
+    assert (resumed.imported, resumed.already_imported, resumed.quarantined) == (4, 6, {})
+    assert reg.counts()["patrons"] == 10 and reg.list_quarantine() == []
+
+
+def test_dry_run_changes_nothing(reg: Register) -> None:
+    rows = every_reason_rows(reg)
+    before = (reg.counts(), reg.count_audit_events(), reg.count_changes())
+    dry = reg.import_rows(OPERATOR, OSLO, rows, dry_run=True, batch_size=4)
+    assert dry.dry_run and dry.imported == 2 and dry.quarantined_total == 8
+    assert (reg.counts(), reg.count_audit_events(), reg.count_changes()) == before
+    assert reg.list_quarantine() == []
+    real = reg.import_rows(OPERATOR, OSLO, rows)
+    assert (real.imported, real.quarantined) == (dry.imported, dry.quarantined)
+
+
+def test_resolve_each_way_audited(reg: Register) -> None:
+    oslo_patron = add_patron(reg, 10, OSLO, national_id=nid(10))
+    rows = [row(1, "N000900001", nid(1), pin=PIN),  # card_outside_series → a new card
+            row(2, "N000200010", nid(10)),  # person_registered (in Oslo) → attached at Bergen
+            row(3, "XYZ", nid(2))]  # bad_card → discarded
+    summary = reg.import_rows(OPERATOR, BERGEN, rows)
+    assert summary.quarantined == {"card_outside_series": 1, "person_registered": 1, "bad_card": 1}
+    ids = {q.row: q.id for q in reg.list_quarantine(BERGEN)}
+
+    with pytest.raises(InvalidInput):  # row 1 is not that person
+        reg.resolve_quarantine(OPERATOR, ids[1], attach=oslo_patron.card)
+    new = reg.resolve_quarantine(OPERATOR, ids[1], new_card=True)
+    assert new.status == "resolved" and new.resolution.startswith("registered with card N0002")
+    card = new.resolution.rsplit(" ", 1)[1]
+    p = reg.find_patron(OPERATOR, card)
+    assert p.home_library_isil == BERGEN and p.surname == "Legacy1"
+    assert reg.verify_pin(OPERATOR, card, PIN) is PinCheck.OK  # the quarantined PIN hash came along
+
+    attached = reg.resolve_quarantine(OPERATOR, ids[2], attach=oslo_patron.card)
+    assert attached.resolution == f"attached to card {oslo_patron.card}"
+    p = reg.find_patron(OPERATOR, oslo_patron.card)
+    assert p.home_library_isil == OSLO and {a.library_isil for a in p.activations} == {OSLO, BERGEN}
+    assert p.surname == "Nordmann10"  # nothing overwritten
+
+    with pytest.raises(InvalidInput):
+        reg.resolve_quarantine(OPERATOR, ids[3], discard_reason="  ")
+    discarded = reg.resolve_quarantine(OPERATOR, ids[3], discard_reason="card number lost in the old system")
+    assert discarded.status == "discarded" and discarded.resolution == "discarded: card number lost in the old system"
+
+    for entry_id in ids.values():
+        with pytest.raises(InvalidInput):  # resolved once only
+            reg.resolve_quarantine(OPERATOR, entry_id, discard_reason="again")
+    with pytest.raises(NotFound):
+        reg.resolve_quarantine(OPERATOR, 999_999, new_card=True)
+    audited = raw_rows(reg, "SELECT outcome, card_number, detail FROM audit_events "
+                            "WHERE action = 'quarantine_resolve' ORDER BY id")
+    assert [o for o, _, _ in audited] == ["new_card", "attached", "discarded"]
+    assert audited[0][1] == card and audited[1][1] == oslo_patron.card
+    assert all(f"quarantine {ids[i]}" in d for i, (_, _, d) in zip((1, 2, 3), audited, strict=True))
+    # the rows' personal data is gone from the quarantine once resolved
+    assert raw_rows(reg, "SELECT data, national_id_ciphertext, national_id_index, pin_hash FROM quarantine") == \
+        [(None, None, None, None)] * 3
+    # and a re-run of the file quarantines nothing again
+    again = reg.import_rows(OPERATOR, BERGEN, rows)
+    assert (again.already_quarantined, again.quarantined, again.imported) == (3, {}, 0)
+
+
+def test_new_card_refused_while_the_person_is_registered(reg: Register) -> None:
+    add_patron(reg, 10, OSLO, national_id=nid(10))
+    reg.import_rows(OPERATOR, BERGEN, [row(1, "N000200010", nid(10))])
+    (entry,) = reg.list_quarantine()
+    with pytest.raises(DuplicatePatron):
+        reg.resolve_quarantine(OPERATOR, entry.id, new_card=True)
+    assert reg.list_quarantine()[0].status == "open"
+
+
+def test_series_conflicts_per_library(reg: Register) -> None:
+    reg.import_rows(OPERATOR, OSLO, [row(1, "N000200005", nid(1))])
+    reg.import_rows(OPERATOR, BERGEN, [row(1, "N000300007", nid(2))])
+    oslo = reg.series_conflicts(OSLO)
+    assert [(c["card"], c["library"], c["source"]) for c in oslo] == [("N000200005", OSLO, "quarantine")]
+    assert [c["card"] for c in reg.series_conflicts(BERGEN)] == ["N000300007"]
+    assert len(reg.series_conflicts()) == 2
+    reg.resolve_quarantine(OPERATOR, oslo[0]["quarantine"], discard_reason="cleaned up")
+    assert reg.series_conflicts(OSLO) == []
+
+
+# ---------------------------------------------------------------------- the command line
+def write_csv(path: Path, rows: list[ImportRow], columns: tuple[str, ...] = COLUMNS) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow([r.values.get(c) or "" for c in columns])
+    return path
+
+
+@pytest.fixture
+def config(reg: Register, database_url: str, keys_path: Path, tmp_path: Path) -> Path:
+    return write_config(tmp_path / "nlr.yaml", database_url, keys_path)
+
+
+def test_cli_import_quarantine_and_conflicts(reg: Register, config: Path, tmp_path: Path) -> None:
+    rows = every_reason_rows(reg)
+    file = write_csv(tmp_path / "legacy.csv", rows)
+    dry = ok(run(config, "import", str(file), "--library", OSLO, "--dry-run", "--json", cwd=tmp_path)).json
+    assert dry["dry_run"] and dry["imported"] == 2 and reg.list_quarantine() == []
+    done = ok(run(config, "import", str(file), "--library", OSLO, cwd=tmp_path))
+    assert "imported: 2" in done.out and "quarantined: 8 (bad_card 1, card_in_use 1" in done.out
+    assert done.err == ""  # no progress bar in a pipe
+    again = ok(run(config, "import", str(file), "--library", OSLO, "--json", cwd=tmp_path)).json
+    assert (again["imported"], again["already_imported"], again["already_quarantined"]) == (0, 2, 8)
+    listed = ok(run(config, "quarantine", "list", "--library", OSLO, "--json", cwd=tmp_path)).json
+    assert {e["row"]: e["reason"] for e in listed} == EXPECTED
+    assert set(listed[0]) == {"id", "library", "row", "card", "reason", "detail", "status"}
+    outside = next(e for e in listed if e["reason"] == "card_outside_series")
+    shown = ok(run(config, "quarantine", "show", str(outside["id"]), cwd=tmp_path)).out
+    assert "card_outside_series" in shown and "Legacy4" in shown and nid(2) not in shown
+    conflicts = ok(run(config, "series", "conflicts", "--library", OSLO, "--json", cwd=tmp_path)).json
+    assert [c["card"] for c in conflicts] == ["N000200005"]
+    usage_error(run(config, "quarantine", "resolve", str(outside["id"]), "--discard", cwd=tmp_path), "--reason")
+    resolved = ok(run(config, "quarantine", "resolve", str(outside["id"]), "--new-card", cwd=tmp_path)).out
+    assert "registered with card N0001" in resolved
+    assert ok(run(config, "series", "conflicts", "--library", OSLO, cwd=tmp_path)).out.startswith("no card")
+
+
+def test_cli_unknown_column_is_refused_before_anything(reg: Register, config: Path, tmp_path: Path) -> None:
+    file = write_csv(tmp_path / "legacy.csv", [row(1, "N000100001", nid(0))], COLUMNS + ("loans",))
+    err = usage_error(run(config, "import", str(file), "--library", OSLO, cwd=tmp_path), "loans")
+    assert "unknown column" in err
+    objects = [{"card": "N000100001", "national_id": nid(0), "surname": "A", "given_name": "B"},
+               {"card": "N000100002", "national_id": nid(1), "surname": "A", "given_name": "B", "fnr": "x"}]
+    (tmp_path / "legacy.json").write_text(json.dumps(objects))
+    usage_error(run(config, "import", str(tmp_path / "legacy.json"), "--library", OSLO, cwd=tmp_path), "'fnr'")
+    assert reg.counts()["patrons"] == 0 and reg.list_quarantine() == []
+    assert not raw_rows(reg, "SELECT id FROM audit_events WHERE action LIKE 'import%'")
+
+
+def test_cli_json_file(reg: Register, config: Path, tmp_path: Path) -> None:
+    objects = [{"card": "N000100001", "national_id": nid(0), "surname": "A", "given_name": "B", "pin": PIN},
+               {"card": "N000100002", "national_id": nid(1), "surname": "", "given_name": "B"}]
+    (tmp_path / "legacy.json").write_text(json.dumps(objects))
+    summary = ok(run(config, "import", str(tmp_path / "legacy.json"), "--library", OSLO, "--json",
+                     cwd=tmp_path)).json
+    assert summary["imported"] == 1 and summary["quarantined"] == {"invalid_field": 1}
+    assert reg.verify_pin(OPERATOR, "N000100001", PIN) is PinCheck.OK
+
+
+def test_cli_progress_bar_on_a_terminal_only(reg: Register, config: Path, tmp_path: Path) -> None:
+    file = write_csv(tmp_path / "legacy.csv", [row(i, f"N0001{i:05d}", nid(i)) for i in range(1, 8)])
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a size
+    proc = subprocess.Popen(_command(config, ["import", str(file), "--library", OSLO, "--batch-size", "2"]),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, cwd=tmp_path,
+                            env=_env())
+    os.close(slave)
+    out, _ = proc.communicate(timeout=120)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.returncode == 0, (out, seen)
+    terminal = seen.decode("utf-8", "replace")
+    assert f"import {OSLO}" in terminal and "7/7" in terminal and "rows" in terminal, terminal
+    assert "imported: 7" in out.decode()
+    assert "\r" not in out.decode()  # the bar is on the terminal (stderr), not in the summary
+    assert sys.stdout is not None
