@@ -18,7 +18,7 @@ from gateway.register.vocabulary import Channel
 if TYPE_CHECKING:
     from gateway.register.models import Patron
 
-PERMISSIONS = ("lookup", "lookup-national-id", "create", "update", "delete", "see-national-id")
+PERMISSIONS = ("lookup", "lookup-national-id", "create", "update", "delete", "see-national-id", "changes")
 DEFAULT_CLIENT_PERMISSIONS = ("lookup", "create", "update")
 _CHANNELS = {"operator": Channel.OPERATOR, "terminal": Channel.SIP2, "client": Channel.NCIP, "patron": Channel.WEB}
 
@@ -159,6 +159,16 @@ def acts_for(actor: Actor, institution: str | None) -> bool:
         return normalise_isil(institution) == actor.library_isil
     except InvalidIdentifier:
         return institution.strip() == actor.library_isil
+
+
+def require_may_read_feed(actor: Actor) -> str:
+    """The change feed of a library (its own patrons' changes): an API client of that library with
+    the permission ``changes`` (not in the default set). Returns the library's ISIL."""
+    if actor.kind != "client" or actor.library_isil is None:
+        raise PermissionDenied("the change feed is read by a library's API client")
+    if not actor.may("changes"):
+        raise PermissionDenied("this client may not read the change feed (it needs the permission changes)")
+    return actor.library_isil
 
 
 def require_library_for_changes(actor: Actor) -> str:

@@ -15,14 +15,14 @@ from typing import Any, cast
 from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
-from gateway.register import fields, records
+from gateway.register import changelog, fields, records
 from gateway.register.actors import Actor
 from gateway.register.context import Area
 from gateway.register.errors import NotFound
 from gateway.register.models import AuditEvent, Card, Change, Library, Patron, utcnow
 from gateway.register.store import Store
 from gateway.register.views import AuditView, ChangeView
-from gateway.register.vocabulary import Action, ChangeKind
+from gateway.register.vocabulary import Action, CardStatus, ChangeKind
 
 INSERT = insert(cast(Table, AuditEvent.__table__))
 _DECISIONS = frozenset({Action.PATRON_CHECK, Action.DOOR})
@@ -59,9 +59,25 @@ def refusal(store: Store, actor: Actor, action: Action, outcome: str, *, card: s
 
 
 def change(s: Session, patron: Patron, kind: ChangeKind, actor: Actor, library: str | None = None) -> None:
-    """A change feed entry; ``library``: the library the change concerns (the actor's by default)."""
-    s.add(Change(patron_id=patron.id, card_number=records.known_card(patron),
-                 library_isil=library or actor.library_isil, kind=str(kind)))
+    """A change feed entry, written when the use case's transaction commits (gateway.register.changelog);
+    ``library``: the library the change concerns (the actor's by default).
+
+    The feed's readers are the libraries the patron is affiliated with when the change is committed.
+    A deletion (written before the activations go) reaches each library it names, and the first
+    deletion of the patron also every other library the patron was affiliated with."""
+    card = records.known_card(patron)
+    previous = None
+    if kind is ChangeKind.CARD_REPLACED:  # the number the libraries knew the patron by until now
+        previous = next((c.number for c in reversed(patron.cards) if c.number != card
+                         and c.status != CardStatus.DELETED), None)
+    audience: set[int] | None = None
+    if kind is ChangeKind.DELETED:
+        activated = {a.library_id: a.library.isil for a in patron.activations}
+        audience = {i for i, isil in activated.items() if isil == library}
+        if not any(p.kind == ChangeKind.DELETED and p.patron_id == patron.id for p in changelog.queued(s)):
+            audience |= {patron.home_library_id} - set(activated)  # a home library not activated at
+    changelog.queue(s, changelog.Pending(patron.id, card, str(kind), library or actor.library_isil, previous,
+                                         None if audience is None else frozenset(audience)))
 
 
 def event_view(e: AuditEvent) -> AuditView:

@@ -11,6 +11,7 @@ Where each area lives:
     admission.py   the patron decision (SIP2, NCIP)     decisions.py   the decision table, pure
     updates.py     NCIP UpdateUser as one transaction   innsyn.py      the patron's copy of their data
     accounts.py    terminals, API clients, SIP2 login   audit.py       audit trail and change feed
+    changelog.py   writing the feed in commit order     feed.py        the feed as one library reads it
     keys.py        re-encryption under a new key        actors.py      who may do what
     store.py       transactions and deadlines           fields.py      how each field is checked
     self_service.py  the patron's own page (Min side)   sessions.py    its sessions, as others end them
@@ -34,6 +35,7 @@ from gateway.register.admission import Admission
 from gateway.register.audit import AuditTrail
 from gateway.register.context import Context
 from gateway.register.errors import RegisterError
+from gateway.register.feed import LibraryFeed
 from gateway.register.fields import PatronChanges
 from gateway.register.imports import Imports
 from gateway.register.innsyn import Innsyn
@@ -56,6 +58,7 @@ from gateway.register.views import (
     ClientView,
     Decision,
     DecisionRequest,
+    FeedPage,
     LibraryView,
     PatronView,
     SelfActivation,
@@ -84,13 +87,14 @@ class Register:
         self.activations = Activations(context, self)
         self.pins = Pins(context, self)
         self.admission = Admission(context, self)
-        self.library_changes = LibraryChanges(context, self)
+        self.library_updates = LibraryChanges(context, self)
         self.innsyn = Innsyn(context, self)
         self.self_service = SelfService(context, self)
         self.retention = Retention(context, self)
         self.accounts = Accounts(context, self)
         self.audit = AuditTrail(context, self)
         self.key_rotation = Keys(context, self)
+        self.feed = LibraryFeed(context, self)
         self.imports = Imports(context, self)
 
     def ping(self) -> None:
@@ -203,7 +207,7 @@ class Register:
         return self.activations.set_home_library(actor, card, library)
 
     def change_patron(self, actor: Actor, card: str, change: LibraryChange, *, pin: str | None = None) -> str:
-        return self.library_changes.change_patron(actor, card, change, pin=pin)
+        return self.library_updates.change_patron(actor, card, change, pin=pin)
 
     # ------------------------------------------------------------------ the patron's own page
     def web_login(self, card: str, pin: str, *, max_seconds: int = 28800, request_id: str | None = None) -> WebLogin:
@@ -301,6 +305,12 @@ class Register:
 
     def changes(self, since: int = 0, *, limit: int = 1000) -> list[ChangeView]:
         return self.audit.changes(since, limit=limit)
+
+    def library_changes(self, actor: Actor, after: str | None, limit: int | str = 100) -> FeedPage:
+        """The change feed as the actor's library sees it: its patrons' changes after the cursor
+        ``after`` (None: from the beginning), at most ``limit`` (1-1000), in commit order
+        (gateway.register.feed). Raises PermissionDenied, InvalidInput."""
+        return self.feed.library_changes(actor, after, limit)
 
     def count_audit_events(self, card: str | None = None) -> int:
         return self.audit.count_audit_events(card)

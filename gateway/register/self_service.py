@@ -25,7 +25,14 @@ from gateway.register.errors import InvalidInput, SessionEnded
 from gateway.register.identifiers import InvalidIdentifier, normalise_card_number
 from gateway.register.models import AuditEvent, Card, Library, Patron, SIPTerminal, WebSession, utcnow
 from gateway.register.pin_codes import set_pin_in
-from gateway.register.views import PatronView, TrailEntry, TrailPage, WebLogin, WebSession as WebSessionView
+from gateway.register.views import (
+    PatronView,
+    TrailEntry,
+    TrailPage,
+    WebLogin,
+    WebSession as WebSessionView,
+    without_secret_address,
+)
 from gateway.register.vocabulary import CardStatus
 
 # A session's last use is written at most this often (and at least ten times per idle timeout), so
@@ -43,12 +50,7 @@ def patron_actor(card: str) -> Actor:
 def for_the_page(view: PatronView) -> PatronView:
     """A patron as a card + PIN login may see them: no national id beyond the masked one, and a
     secret address left out (``secret_address`` stays True, so the page can say one is held)."""
-    view = dataclasses.replace(view, national_id=None)
-    if view.secret_address:
-        view = dataclasses.replace(view, address_line1=None, address_line2=None, postal_code=None, city=None,
-                                   country=None, temp_address_line1=None, temp_postal_code=None, temp_city=None,
-                                   temp_address_until=None)
-    return view
+    return without_secret_address(dataclasses.replace(view, national_id=None))
 
 
 def _aware(at: datetime) -> datetime:

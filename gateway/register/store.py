@@ -2,6 +2,7 @@
 
 Every register operation runs in one of three scopes:
 - ``Store.session()``: an ORM session in one transaction (the operator's and libraries' changes);
+  the changes it queued for the feed are written as its last statements (gateway.register.changelog);
 - ``Store.core()``: one transaction on a plain connection (the batched hot paths);
 - ``Store.read()``: a read-only connection (no write lock on SQLite).
 
@@ -24,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
+from gateway.register import changelog
 from gateway.register.errors import RegisterUnavailable, VersionConflict
 
 _UNAVAILABLE = "the register database does not answer; try again shortly"
@@ -73,6 +75,7 @@ class Store:
         self.postgres = engine.dialect.name == "postgresql"
         self.sqlite = engine.dialect.name == "sqlite"
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        changelog.track_savepoints(self._sessions)
         # SQLite lets one writer in at a time, and makes the others poll with growing sleeps (up to
         # 100 ms each). Threads of this process queue on a lock instead and are handed the database
         # at once; other processes still meet SQLite's busy timeout.
@@ -131,6 +134,7 @@ class Store:
                             session.connection()  # BEGIN IMMEDIATE: waits for other processes' writers
                     yield session
                     check_deadline()
+                    changelog.write(session)  # the last statements: the feed's ids in commit order
             except StaleDataError:
                 raise VersionConflict(
                     "the patron was changed by someone else meanwhile; fetch it again and retry") from None

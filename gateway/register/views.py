@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, tzinfo
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, date, datetime, tzinfo
 from enum import Enum
 from typing import Any, NamedTuple
 
@@ -24,15 +24,18 @@ CONTACT_CHANNELS = fields.CONTACT_CHANNELS
 
 def jsonable(value: Any, tz: tzinfo | None = None) -> Any:
     """A view (or anything made of them) as JSON-ready data; with ``tz``, times as people read them:
-    in that zone, to the second."""
+    in that zone, to the second (``UTC``: ISO 8601 with ``Z``, as the change feed gives them)."""
     if hasattr(value, "__dataclass_fields__"):
         return {k: jsonable(v, tz) for k, v in asdict(value).items()}
     if isinstance(value, dict):
         return {k: jsonable(v, tz) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v, tz) for v in value]
-    if isinstance(value, datetime):  # shown to people (``tz``): to the second
-        return value.astimezone(tz).isoformat(timespec="seconds") if tz is not None else value.isoformat()
+    if isinstance(value, datetime):  # shown to people (``tz``): to the second; in UTC as ``…Z``
+        if tz is None:
+            return value.isoformat()
+        text = value.astimezone(tz).isoformat(timespec="seconds")
+        return text.removesuffix("+00:00") + "Z" if tz is UTC else text
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Enum):
@@ -131,6 +134,26 @@ class PatronView:
 
     def activation_at(self, isil: str) -> ActivationView | None:
         return next((a for a in self.activations if a.library_isil == isil), None)
+
+
+def without_secret_address(view: PatronView) -> PatronView:
+    """The view with a secret address left out (``secret_address`` stays True, so a reader can say
+    one is held): what anyone but the operator is given."""
+    if not view.secret_address:
+        return view
+    return replace(view, address_line1=None, address_line2=None, postal_code=None, city=None, country=None,
+                   temp_address_line1=None, temp_postal_code=None, temp_city=None, temp_address_until=None)
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    """One page of a library's change feed (``Register.library_changes``), as its JSON answer has
+    it: ``changes`` (each a JSON-ready dict), the cursor to ask ``after`` next, and whether more
+    changes were there already."""
+
+    changes: list[dict[str, Any]]
+    next: str
+    more: bool
 
 
 @dataclass(frozen=True)
