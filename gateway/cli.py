@@ -471,11 +471,43 @@ def cmd_audit(args: argparse.Namespace, register: Register) -> None:
 
 
 def cmd_changes(args: argparse.Namespace, register: Register) -> None:
+    if args.library is not None:
+        _library_changes(args, register)
+        return
+    if args.after is not None or args.with_national_id:
+        raise UsageError("--after and --with-national-id go with --library (the feed as one library sees it)")
     rows = register.changes(args.since, limit=args.limit)
     _emit(args, rows, lambda: "\n".join(
         f"{c.id}  {_when(c.at)}  {c.card_number}  {c.kind}  {c.library_isil or '-'}" for c in rows))
     if rows and len(rows) == args.limit:
         _cut(register.count_changes(rows[-1].id), f"use --since {rows[-1].id} for the next ones (or a larger --limit)")
+
+
+FEED_LIMIT_MAX = 1000  # changes per page of a library's feed (GET /api/v1/changes takes the same)
+
+
+def _library_changes(args: argparse.Namespace, register: Register) -> None:
+    """``nlr changes --library ISIL``: a page of the feed as that library's API client with only the
+    permission ``changes`` sees it (GET /api/v1/changes), national ids only with --with-national-id;
+    --json prints the API's answer as it is (times in UTC)."""
+    from gateway.register.actors import Actor
+
+    if args.since:
+        raise UsageError("--since is the global feed's; with --library give --after CURSOR (a next of an earlier page)")
+    if args.limit > FEED_LIMIT_MAX:
+        raise UsageError(f"with --library, --limit is 1 to {FEED_LIMIT_MAX}")
+    permissions = {"changes", "see-national-id"} if args.with_national_id else {"changes"}
+    actor = Actor("client", "nlr-operator", normalise_isil(args.library), frozenset(permissions))
+    page = register.library_changes(actor, args.after, args.limit)
+    if args.json:
+        print(json.dumps({"changes": page.changes, "next": page.next, "more": page.more}, ensure_ascii=False,
+                         indent=2))
+    else:
+        for c in page.changes:
+            card = f"{c['previous_card']} -> {c['card']}" if c.get("previous_card") else c["card"]
+            print(f"{c['cursor']}  {_when(datetime.fromisoformat(c['time']))}  {card}  {c['kind']}  "
+                  f"{c.get('library') or '-'}")
+    print(f"{'more changes follow' if page.more else 'up to date'}; next: --after {page.next}", file=sys.stderr)
 
 
 def cmd_keys_rotate(args: argparse.Namespace, register: Register) -> None:
@@ -827,7 +859,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(commands, "changes", cmd_changes, "the feed of patron changes, oldest first", json_=True)
     p.add_argument("--since", type=_whole(0), default=0, metavar="ID", help="changes after this id (default 0: all)")
     p.add_argument("--limit", type=_whole(1, LIMIT_MAX), default=1000, metavar="N",
-                   help=f"at most N changes, 1 to {LIMIT_MAX} (default 1000)")
+                   help=f"at most N changes, 1 to {LIMIT_MAX} (default 1000); with --library 1 to {FEED_LIMIT_MAX}")
+    p.add_argument("--library", metavar="ISIL", help="the feed as this library's API client sees it "
+                   "(GET /api/v1/changes): only its patrons' changes, each with the patron as it is now")
+    p.add_argument("--after", metavar="CURSOR", help="with --library: the changes after this cursor (the next "
+                   "an earlier page printed; default: from the beginning)")
+    p.add_argument("--with-national-id", action="store_true",
+                   help="with --library: show national ids, as a client with the permission see-national-id sees them")
 
     keys = subcommands("keys", "encryption keys")
     batch_help = "national ids per transaction, 1 to 10000 (default 500)"

@@ -22,6 +22,7 @@ from twisted.web import http, pages, resource, server
 from twisted.web.iweb import IAccessLogFormatter
 from zope.interface import provider
 
+from gateway.api import ApiResource
 from gateway.blocking import RegisterCalls
 from gateway.config import WebConfig
 from gateway.endpoints import source_group, total_cap
@@ -390,7 +391,7 @@ def bounded_access_line(timestamp: str, request: Any) -> str:
             f'"{_cut(request.getHeader(b"user-agent"), _FIELD_MAX["agent"])}"')
 
 
-_OWN_LINES = (b"/ncip", b"/min-side")
+_OWN_LINES = (b"/ncip", b"/min-side", b"/api")
 
 
 class TrackingSite(server.Site):
@@ -513,6 +514,7 @@ def build_site(register: Register, reactor: Any, *, calls: RegisterCalls | None 
     root.putChild(b"healthz", health)
     root.putChild(b"metrics", MetricsResource(metrics_networks))
     root.putChild(b"ncip", NCIPResource(register, reactor, calls=calls, max_body_bytes=max_body_bytes))
+    root.putChild(b"api", ApiResource(register, reactor, calls))  # the library systems' JSON API (gateway.api)
     root.putChild(b"min-side", MinSide(register, reactor, calls, idle_seconds=web.session_idle_seconds,
                                        max_seconds=web.session_max_seconds,
                                        throttle_failures=web.login_throttle.failures,
