@@ -322,7 +322,9 @@ def test_pin_changes_at_once_one_wins_and_only_it_says_so(reg: Register) -> None
             return type(exc).__name__
         return new
 
-    outcomes = at_once(8, change)
+    # Four at once: a change that checks the old PIN after another committed counts a wrong PIN (the
+    # PIN is no longer the old one), and five of those would lock the patron out.
+    outcomes = at_once(4, change)
     won = [o for o in outcomes if o.isdigit()]
     assert len(won) == 1, outcomes
     assert reg.verify_pin(terminal(OSLO), card, won[0]) is PinCheck.OK
