@@ -185,6 +185,52 @@ def test_key_rotation_reencrypts_every_row_and_lookups_still_work(reg):
     assert reg.key_usage() == {2: 8}
 
 
+def test_key_rotation_covers_the_quarantine_so_the_old_key_can_be_dropped(reg, keys_path):
+    """National ids held in quarantine rows (issue 12) are counted and re-encrypted as patrons' are:
+    once `keys status` names only the new key, the old one can leave the keys file and every open
+    quarantine entry still shows and resolves."""
+    import yaml
+
+    from gateway.register.legacy import ImportRow
+
+    def legacy(number, card, national_id):
+        return ImportRow(number, {"card": card, "national_id": national_id, "surname": f"Legacy{number}",
+                                  "given_name": "Kari", "birth_date": "1985-03-14"})
+
+    add_patron(reg, 0, OSLO, national_id=nid(0))
+    summary = reg.import_rows(OPERATOR, OSLO, [
+        legacy(1, "N000100101", nid(1)),  # imported
+        legacy(2, "N000900001", nid(2)),  # card_outside_series: a valid national id, quarantined
+        legacy(3, "N000100103", "12345678901"),  # invalid_national_id: encrypted all the same
+        legacy(4, "N000100104", nid(0)),  # person_registered
+    ])
+    assert summary.imported == 1 and summary.quarantined_total == 3
+    assert reg.key_usage() == {1: 5}  # two patrons, three quarantined rows
+    (old_cipher,) = raw_rows(reg, "SELECT national_id_ciphertext FROM quarantine WHERE row_number = 2")[0]
+    reg.keys.add_key()
+    assert reg.reencrypt(batch_size=2) == 5
+    assert reg.key_usage() == {2: 5}
+    for (cipher,) in raw_rows(reg, "SELECT national_id_ciphertext FROM quarantine"):
+        assert KeyRing.key_id_of(bytes(cipher)) == 2
+    # retire key 1: the keys file keeps only key 2
+    document = yaml.safe_load(keys_path.read_text(encoding="utf-8"))
+    document["national_id_keys"] = [k for k in document["national_id_keys"] if k["id"] != 1]
+    keys_path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    reg.keys.reload()
+    with pytest.raises(KeysError, match="key 1"):
+        reg.keys.decrypt(bytes(old_cipher))  # gone for good
+    entries = {q.row: q for q in reg.list_quarantine(OSLO)}
+    assert {row: q.reason for row, q in entries.items()} == {
+        2: "card_outside_series", 3: "invalid_national_id", 4: "person_registered"}
+    for q in entries.values():
+        assert reg.show_quarantine(OPERATOR, q.id).national_id_masked
+    resolved = reg.resolve_quarantine(OPERATOR, entries[2].id, new_card=True)
+    card = resolved.resolution.rsplit(" ", 1)[1]
+    assert reg.find_patron_by_national_id(OPERATOR, nid(2)).card == card
+    assert reg.find_patron(OPERATOR, card, with_national_id=True).national_id == nid(2)
+    assert reg.key_usage() == {2: 5}  # the resolved row's national id left the quarantine for the patron
+
+
 def test_a_process_with_the_old_keys_file_reloads_on_an_unknown_key(reg, keys_path):
     old_ring = KeyRing.load(keys_path)  # another gateway process, started before the rotation
     other = Register(reg.engine, old_ring, reg.settings)
