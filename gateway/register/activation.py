@@ -24,10 +24,9 @@ def activate_at(s: Session, actor: Actor, patron: Patron, lib: Library, *, rules
     whose own audit event and change say it."""
     if any(a.library_id == lib.id for a in patron.activations):
         return False
-    act = Activation(patron_id=patron.id, library_id=lib.id, channel=str(actor.channel),
-                     rules_version=rules_version or lib.rules_version)
+    act = Activation(library_id=lib.id, channel=str(actor.channel), rules_version=rules_version or lib.rules_version)
+    patron.activations.append(act)  # its patron_id at the flush (a new patron is written by the same flush)
     s.add(act)
-    patron.activations.append(act)
     s.flush()
     if not quiet:
         audit.record(s, actor, Action.PATRON_ACTIVATE, "ok", patron=patron, card=records.current_card(patron),

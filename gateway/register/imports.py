@@ -49,7 +49,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from gateway.register import activation, actors, audit, crypto, fields, records
+from gateway.register import activation, actors, audit, crypto, fields, records, series
 from gateway.register.actors import Actor
 from gateway.register.context import Area
 from gateway.register.errors import (
@@ -159,6 +159,15 @@ class _Row:
 
     def quarantine(self, reason: Why, detail: str | None = None, patron_id: int | None = None) -> None:
         self.reason, self.detail, self.patron_id = reason, detail, patron_id
+
+
+@dataclass
+class _Facts:
+    """What a batch's registrations are checked against (``Imports._facts``)."""
+
+    people: dict[str, int]  # national id index -> the patron registered with it
+    owners: dict[str, tuple[int, str | None]]  # card -> its patron and their national id index
+    spans: list[tuple[int, int]]  # the library's series
 
 
 class _DryRun(Exception):
@@ -292,6 +301,7 @@ class Imports(Area):
                 assert lib is not None
                 known = set(s.scalars(select(QuarantineEntry.row_key).where(  # a concurrent run of the same file
                     QuarantineEntry.library_id == lib_id, QuarantineEntry.row_key.in_([r.key for r in batch]))))
+                facts = self._facts(s, lib, [r for r in batch if not r.outcome and r.reason is None])
                 for r in batch:
                     if r.outcome:
                         continue
@@ -299,7 +309,7 @@ class Imports(Area):
                         r.outcome = "already_quarantined"
                         continue
                     if r.reason is None:
-                        self._register(s, actor, lib, r)
+                        self._register(s, actor, lib, r, facts)
                     if r.reason is not None:
                         self._quarantine(s, actor, lib, r)
                         known.add(r.key)
@@ -308,34 +318,63 @@ class Imports(Area):
         except _DryRun:
             pass
 
-    def _register(self, s: Session, actor: Actor, lib: Library, r: _Row) -> None:
-        """Register the row by the registration's own code, or say why not (``r.reason``)."""
-        assert r.new is not None and r.card is not None
-        r.new.pin_hash = r.pin_hash
-        try:
-            with s.begin_nested():
-                insert_patron_in(s, self.keys, actor, lib, r.new)
-            r.outcome = "imported"
-            return
-        except InvalidInput as exc:
-            r.quarantine(Why.INVALID_FIELD, str(exc))
-            return
-        except (DuplicatePatron, CardOutsideSeries, CardInUse, IntegrityError) as exc:
-            refused: Exception = exc  # IntegrityError: a concurrent registration won; the facts below tell
-        owner = s.execute(select(Card.patron_id, Patron.national_id_index).join(
-            Patron, Patron.id == Card.patron_id).where(Card.number == r.card)).first()
-        person = s.scalar(select(Patron.id).where(Patron.national_id_index == r.index))
-        if owner is not None and owner.national_id_index == r.index:
+    def _facts(self, s: Session, lib: Library, rows: list[_Row]) -> _Facts:
+        """What the registration checks of each row, read for the whole batch in its transaction:
+        the patrons holding the rows' national ids, the owners of their cards, the library's series."""
+        indexes = [r.index for r in rows if r.index is not None]
+        cards = [r.card for r in rows if r.card is not None]
+        people: dict[str, int] = {}
+        owners: dict[str, tuple[int, str | None]] = {}
+        if indexes:
+            people = {index: patron_id for index, patron_id in s.execute(
+                select(Patron.national_id_index, Patron.id).where(Patron.national_id_index.in_(indexes)))
+                if index is not None}
+        if cards:
+            owners = {number: (patron_id, index) for number, patron_id, index in s.execute(
+                select(Card.number, Card.patron_id, Patron.national_id_index)
+                .join(Patron, Patron.id == Card.patron_id).where(Card.number.in_(cards)))}
+        return _Facts(people, owners, series.spans_of(s, lib))
+
+    def _register(self, s: Session, actor: Actor, lib: Library, r: _Row, facts: _Facts) -> None:
+        """Register the row by the registration's own code, or say why not (``r.reason``). The
+        registration's checks (one person, one patron; a card of the library's series, never used)
+        are made of the batch's facts, in its order; a row they refuse is not tried."""
+        assert r.new is not None and r.card is not None and r.index is not None
+        refused: type[Exception]
+        person, owner = facts.people.get(r.index), facts.owners.get(r.card)
+        if person is not None:
+            refused = DuplicatePatron
+        elif not series.inside(facts.spans, r.card):
+            refused = CardOutsideSeries
+        elif owner is not None:
+            refused = CardInUse
+        else:
+            r.new.pin_hash = r.pin_hash
+            try:
+                with s.begin_nested():
+                    insert_patron_in(s, self.keys, actor, lib, r.new, checked=True)
+                r.outcome = "imported"
+                return
+            except InvalidInput as exc:
+                r.quarantine(Why.INVALID_FIELD, str(exc))
+                return
+            except (DuplicatePatron, CardOutsideSeries, CardInUse, IntegrityError) as exc:
+                refused = type(exc)  # IntegrityError: a concurrent registration won; the facts below tell
+            found = s.execute(select(Card.patron_id, Patron.national_id_index).join(
+                Patron, Patron.id == Card.patron_id).where(Card.number == r.card)).first()
+            owner = (found.patron_id, found.national_id_index) if found is not None else None
+            person = s.scalar(select(Patron.id).where(Patron.national_id_index == r.index))
+        if owner is not None and owner[1] == r.index:
             r.outcome = "already_imported"
-        elif isinstance(refused, DuplicatePatron) or (isinstance(refused, IntegrityError) and person is not None):
+        elif issubclass(refused, DuplicatePatron) or (issubclass(refused, IntegrityError) and person is not None):
             r.quarantine(Why.PERSON_REGISTERED, "this person is registered under another card", person)
-        elif isinstance(refused, CardOutsideSeries):
+        elif issubclass(refused, CardOutsideSeries):
             r.quarantine(Why.CARD_OUTSIDE_SERIES, f"the card is not inside a number series reserved by {lib.isil}"
                          + (" (and is another patron's)" if owner is not None else ""),
-                         owner.patron_id if owner is not None else None)
+                         owner[0] if owner is not None else None)
         else:
             r.quarantine(Why.CARD_IN_USE, "the card is another patron's (card numbers are never reused)",
-                         owner.patron_id if owner is not None else None)
+                         owner[0] if owner is not None else None)
 
     def _quarantine(self, s: Session, actor: Actor, lib: Library, r: _Row) -> None:
         assert r.reason is not None

@@ -124,31 +124,38 @@ def check_new_patron(
 
 
 def insert_patron_in(s: Session, keys: crypto.KeyRing, actor: Actor, lib: Library, new: NewPatron, *,
-                     door_agreement: bool = False) -> Patron:
+                     door_agreement: bool = False, checked: bool = False) -> Patron:
     """Register ``new`` at ``lib`` (its home library) in the caller's transaction: the rules (one
     person, one patron; a card from the library's own series, never used before), the audit event,
     the change, the activation. Raises DuplicatePatron, CardOutsideSeries, CardInUse, SeriesExhausted
-    before it writes anything; IntegrityError at the flush when a concurrent registration won."""
-    existing = s.scalar(select(Patron).where(Patron.national_id_index == new.index))
-    if existing is not None:
-        raise DuplicatePatron(records.known_card(existing) if actors.may_learn_card_of_national_id(actor) else None)
-    if new.card is None:
-        new.card = series.allocate_card(s, lib)
-    else:
-        series.check_card_in_series(s, lib, new.card)
+    before it writes anything; IntegrityError at the flush when a concurrent registration won.
+
+    ``checked``: the caller has made those three checks of ``new`` (its own card) in this
+    transaction already, a batch at a time (the legacy import); the unique indexes still stand
+    behind them (IntegrityError)."""
+    if not checked:
+        existing = s.scalar(select(Patron).where(Patron.national_id_index == new.index))
+        if existing is not None:
+            raise DuplicatePatron(records.known_card(existing) if actors.may_learn_card_of_national_id(actor)
+                                  else None)
+        if new.card is None:
+            new.card = series.allocate_card(s, lib)
+        else:
+            series.check_card_in_series(s, lib, new.card)
     number = new.card
+    assert number is not None  # allocated, or checked by the caller
+    # The new patron's card and (empty) activations are built in memory, so that nothing below
+    # loads them again; the activation's flush writes the patron, the card and the activation.
     patron = Patron(
         home_library_id=lib.id, national_id_ciphertext=keys.encrypt(new.nid.value), national_id_index=new.index,
         national_id_kind=new.nid.kind, birth_date=new.birth_date, pin_hash=new.pin_hash,
         secret_address=new.secret_address, preferred_contact=new.preferred_contact, **new.values,
+        cards=[Card(number=number, library_id=lib.id)], activations=[],
     )
     s.add(patron)
-    s.flush()
-    s.add(Card(number=number, patron_id=patron.id, library_id=lib.id))
-    s.flush()
+    activation.activate_at(s, actor, patron, lib, quiet=True)  # the registration's audit and change say it
     audit.record(s, actor, Action.PATRON_REGISTER, "ok", patron=patron, card=number, library=lib.isil)
     audit.change(s, patron, ChangeKind.REGISTERED, actor, lib.isil)
-    activation.activate_at(s, actor, patron, lib, quiet=True)
     if door_agreement:
         activation.sign_door_agreement(s, actor, patron, lib, number)
     return patron

@@ -43,11 +43,21 @@ def allocate_card(s: Session, lib: Library) -> str:
     raise SeriesExhausted(f"library {lib.isil} has no free card numbers left; reserve a new series")
 
 
-def check_card_in_series(s: Session, lib: Library, number: str) -> None:
+def spans_of(s: Session, lib: Library) -> list[tuple[int, int]]:
+    """The library's reserved series, as (first, last) card numbers."""
+    return [(a, b) for a, b in s.execute(select(NumberSeries.first_number, NumberSeries.last_number)
+                                         .where(NumberSeries.library_id == lib.id))]
+
+
+def inside(spans: list[tuple[int, int]], number: str) -> bool:
+    """Whether card ``number`` lies in one of ``spans`` (``spans_of``): the rule a registration's
+    own card number meets."""
     value = card_number_to_int(number)
-    inside = s.scalar(select(func.count()).select_from(NumberSeries).where(
-        NumberSeries.library_id == lib.id, NumberSeries.first_number <= value, NumberSeries.last_number >= value))
-    if not inside:
+    return any(a <= value <= b for a, b in spans)
+
+
+def check_card_in_series(s: Session, lib: Library, number: str) -> None:
+    if not inside(spans_of(s, lib), number):
         raise CardOutsideSeries(f"card {number} is not inside a number series reserved by {lib.isil}")
     if s.get(Card, number) is not None:
         raise CardInUse(f"card {number} is already in use (card numbers are never reused)")
