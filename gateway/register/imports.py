@@ -33,21 +33,12 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from itertools import islice
 
-from sqlalchemy import (
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    UniqueConstraint,
-    select,
-)
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import Session
 
 from gateway.register import activation, actors, audit, crypto, fields, records, series
 from gateway.register.actors import Actor
@@ -69,38 +60,11 @@ from gateway.register.legacy import (
     QuarantineStatus,
     QuarantineView,
 )
-from gateway.register.models import Base, Card, Library, Patron, UTCDateTime, utcnow
+from gateway.register.models import Card, Library, Patron, QuarantineEntry, utcnow
 from gateway.register.patrons import NewPatron, check_new_patron, insert_patron_in
 from gateway.register.vocabulary import Action
 
 BATCH_SIZE = 200  # rows per transaction: on SQLite the write lock is held this long (about 0.1 s)
-
-
-class QuarantineEntry(Base):
-    """A row of a legacy import that was not imported, and what became of it."""
-
-    __tablename__ = "quarantine"
-    __table_args__ = (UniqueConstraint("library_id", "row_key", name="quarantine_row_once"),
-                      Index("quarantine_by_library", "library_id", "status", "id"))
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id"))
-    row_number: Mapped[int] = mapped_column(Integer)  # the row's place in the file that quarantined it
-    row_key: Mapped[str] = mapped_column(String(64))  # see the module docstring
-    card: Mapped[str | None] = mapped_column(String(40))  # as the file gave it (normalised when valid)
-    reason: Mapped[str] = mapped_column(String(32))
-    detail: Mapped[str | None] = mapped_column(String(300))
-    status: Mapped[str] = mapped_column(String(10), default=QuarantineStatus.OPEN.value)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    resolution: Mapped[str | None] = mapped_column(String(300))
-    # The row itself, until the entry is resolved or discarded: as patrons keep it.
-    national_id_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
-    national_id_index: Mapped[str | None] = mapped_column(String(64))
-    pin_hash: Mapped[str | None] = mapped_column(String(200))
-    data: Mapped[str | None] = mapped_column(Text)  # JSON: the other columns of the row, as given
-
-    library: Mapped[Library] = relationship(lazy="joined")
 
 
 # The columns of a file and the checks the register makes of each (to name the field it refuses).

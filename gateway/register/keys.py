@@ -11,10 +11,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from gateway.register import crypto
 from gateway.register.context import Area
-from gateway.register.imports import QuarantineEntry
-from gateway.register.models import (
-    Patron,
-)
+from gateway.register.models import Patron, QuarantineEntry
 
 # Every table holding an encrypted national id: the row's key and its ciphertext.
 _SEALED: tuple[tuple[type[Patron] | type[QuarantineEntry], InstrumentedAttribute[int],

@@ -27,6 +27,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from gateway.register.legacy import QuarantineStatus
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -271,3 +273,30 @@ class WebSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # When it ended: logged out, or ended by a PIN change, a lost card, a block or deletion.
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class QuarantineEntry(Base):
+    """A row of a legacy import that was not imported, and what became of it."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (UniqueConstraint("library_id", "row_key", name="quarantine_row_once"),
+                      Index("quarantine_by_library", "library_id", "status", "id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id"))
+    row_number: Mapped[int] = mapped_column(Integer)  # the row's place in the file that quarantined it
+    row_key: Mapped[str] = mapped_column(String(64))  # see the module docstring
+    card: Mapped[str | None] = mapped_column(String(40))  # as the file gave it (normalised when valid)
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(10), default=QuarantineStatus.OPEN.value)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolution: Mapped[str | None] = mapped_column(String(300))
+    # The row itself, until the entry is resolved or discarded: as patrons keep it.
+    national_id_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    national_id_index: Mapped[str | None] = mapped_column(String(64))
+    pin_hash: Mapped[str | None] = mapped_column(String(200))
+    data: Mapped[str | None] = mapped_column(Text)  # JSON: the other columns of the row, as given
+
+    library: Mapped[Library] = relationship(lazy="joined")

@@ -17,11 +17,8 @@ from gateway.register.errors import (
     SeriesOverlap,
 )
 from gateway.register.identifiers import CARD_NUMBER_MAX, card_number_from_int, card_number_to_int
-from gateway.register.models import (
-    Card,
-    Library,
-    NumberSeries,
-)
+from gateway.register.legacy import QuarantineReason, QuarantineStatus
+from gateway.register.models import Card, Library, NumberSeries, QuarantineEntry
 from gateway.register.views import (
     SeriesView,
 )
@@ -124,9 +121,6 @@ class Series(Area):
         """Card numbers in use outside a series of the library that issued them (legacy data), of one
         library when asked; and that library's open quarantined import rows whose card is outside its
         series (PRODUCT §2.10: reported to the library to clean up, never registered silently)."""
-        from gateway.register.imports import QuarantineEntry  # imports.py builds on this module
-        from gateway.register.legacy import QuarantineReason, QuarantineStatus
-
         with self._tx() as s:
             lib_id = records.library(s, isil).id if isil is not None else None
             spans: dict[int, list[tuple[int, int]]] = {}
