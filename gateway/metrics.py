@@ -100,6 +100,15 @@ class Metrics:
         self.register_calls = Histogram("nlr_register_call_duration_seconds",
                                         "Time of one register call (or one batch of decisions) in the thread pool",
                                         buckets=BUCKETS, registry=r)
+        self.memory_answers = _Children(Counter(
+            "nlr_memory_answers", "Decisions and lookups without a PIN whose facts were in memory (hit) or read (miss)",
+            ["result"], registry=r))
+        self.memory_cards = Gauge("nlr_memory_cards", "Cards whose decision facts this process keeps in memory",
+                                  registry=r, multiprocess_mode="livesum")
+        self.audit_queued = Gauge("nlr_audit_queued", "Lookup and decision audit rows queued, not yet written",
+                                  registry=r, multiprocess_mode="livesum")
+        self.audit_written = Counter("nlr_audit_written", "Lookup and decision audit rows written behind, in batches",
+                                     registry=r)
         self.build_info = _Children(Gauge("nlr_build_info", "The gateway's version (always 1)", ["version"],
                                           registry=r, multiprocess_mode="max"))
         # Prime the bounded label sets a dashboard needs from the first scrape.

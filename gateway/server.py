@@ -29,6 +29,7 @@ from gateway import logs
 from gateway.blocking import RegisterCalls
 from gateway.config import Config
 from gateway.endpoints import check_config, fit_descriptor_limit, tls_options
+from gateway.hot_path import HotPath, HotPathService
 from gateway.runtime import Failure, open_register_for_serving
 from gateway.systemd import Notifier
 
@@ -150,7 +151,12 @@ def build_service(config: Config, register: Register, reactor: Any,
     # /healthz/ready: ready only while every listener listens
     site.health.listeners_up = lambda: all(  # type: ignore[attr-defined]
         child.port is not None for child in top if isinstance(child, Listener))
-    sip2_factory = SIP2Factory(register, reactor, config.sip2, calls=calls)
+    # decisions and lookups without a PIN from memory, their audit rows written behind (issue 13)
+    hot = HotPath(register, calls, reactor, cache_size=config.register.cache_size,
+                  audit_queue_max=config.register.audit_queue_max)
+    top.hot = hot  # type: ignore[attr-defined]  # shutdown writes its queue
+    HotPathService(hot).setServiceParent(top)
+    sip2_factory = SIP2Factory(register, reactor, config.sip2, calls=calls, hot=hot)
     calls.listeners.append(sip2_factory.set_online)  # 98 says "offline" as soon as the pool does
     top.sip2 = sip2_factory  # type: ignore[attr-defined]  # shutdown drains its connections
     Housekeeping(register, calls, config, reactor).setServiceParent(top)  # retention while serving
@@ -291,6 +297,7 @@ def serve(config: Config, announcer: Announcer | None = None) -> None:
 
     @defer.inlineCallbacks
     def stop() -> Any:
+        stopping = time.monotonic()
         timer = threading.Timer(SHUTDOWN_DEADLINE_SECONDS, watchdog)
         timer.daemon = True
         timer.start()
@@ -310,6 +317,8 @@ def serve(config: Config, announcer: Announcer | None = None) -> None:
         if not failed and _in_flight(top):
             log.warn("shutdown: {n} requests still in flight after {s} s; closing them", n=_in_flight(top),
                      s=SHUTDOWN_GRACE_SECONDS)
+        # every answered lookup and decision audited: the rows written behind, in what time is left
+        yield top.hot.flush(max(0.5, SHUTDOWN_DEADLINE_SECONDS - 0.5 - (time.monotonic() - stopping)))  # type: ignore[attr-defined]
         register.engine.dispose()
 
     reactor.callWhenRunning(start)

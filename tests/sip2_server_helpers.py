@@ -14,6 +14,7 @@ import shutil
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -22,10 +23,12 @@ from typing import Any
 
 import pytest_twisted
 from register_helpers import BERGEN, OSLO, TEST_SETTINGS, TRONDHEIM, add_patron, raw_exec, setup_libraries
-from twisted.internet import defer, endpoints, reactor
+from twisted.internet import defer, endpoints, reactor, threads
 from twisted.python.failure import Failure
 
+from gateway.blocking import RegisterCalls
 from gateway.config import SIP2Config
+from gateway.hot_path import HotPath
 from gateway.register import Register
 from gateway.register.crypto import KeyRing
 from gateway.register.database import make_engine
@@ -139,7 +142,16 @@ class Server:
         assert c.ask(f"9300CN{login}|CO{PASSWORD}|CPtest|") == b"941", f"login {login}"
         return c
 
+    def settle(self, timeout: float = 5.0) -> None:
+        """With a hot path (gateway.hot_path): wait until it follows the feed and has written its audit queue."""
+        hot = self.factory.hot
+        deadline = time.monotonic() + timeout
+        while hot is not None and not (hot.fresh and not hot.queue and not hot._writing):  # noqa: SLF001
+            assert time.monotonic() < deadline, "the hot path did not settle"
+            time.sleep(0.01)
+
     def audit(self, action: str | None = None) -> list[Any]:
+        self.settle()
         events = self.register.audit_events(limit=10_000)
         return [e for e in events if action is None or e.action == action]
 
@@ -151,18 +163,28 @@ class Servers:
         self.template, self.tmp_path = template, tmp_path
         self.ports: list[Any] = []
         self.registers: list[Register] = []
+        self.hot_paths: list[HotPath] = []
 
     def start(self, *, register: Register | None = None, endpoint: str = "tcp:0:interface=127.0.0.1",
               cafile: str | None = None, throttle: LoginThrottle | None = None, register_timeout: float = 5.0,
-              **settings: Any) -> Server:
+              hot: dict[str, Any] | None = None, **settings: Any) -> Server:
         if register is None:
             n = len(self.registers)
             db = self.tmp_path / f"register-{n}.db"
             shutil.copy(self.template.db, db)
             register = open_register(f"sqlite:///{db}", self.template.keys)
         self.registers.append(register)
+        calls = hot_path = None
+        if hot is not None:  # decisions from memory, audited behind: gateway.hot_path, as `nlr serve` has it
+            calls = RegisterCalls(reactor, timeout=register_timeout, probe=register.ping)
+            hot_path = HotPath(register, calls, reactor, **hot)
+            if threading.current_thread() is threading.main_thread():
+                hot_path.start()
+            else:  # a test body in a thread (over_tcp): its timers belong to the reactor's thread
+                threads.blockingCallFromThread(reactor, hot_path.start)
+            self.hot_paths.append(hot_path)
         factory = SIP2Factory(register, reactor, SIP2Config(**settings), register_timeout=register_timeout,
-                              throttle=throttle)
+                              throttle=throttle, calls=calls, hot=hot_path)
         port = pytest_twisted.blockon(endpoints.serverFromString(reactor, endpoint).listen(factory))
         self.ports.append(port)
         return Server(register, factory, port.getHost().port, self.template.national_ids, cafile)
@@ -170,6 +192,11 @@ class Servers:
     def stop(self) -> None:
         for port in self.ports:
             pytest_twisted.blockon(defer.maybeDeferred(port.stopListening))
+        for hot in self.hot_paths:
+            if threading.current_thread() is threading.main_thread():
+                pytest_twisted.blockon(hot.flush(5.0))
+            else:
+                threads.blockingCallFromThread(reactor, hot.flush, 5.0)
         for reg in self.registers:
             reg.engine.dispose()
 

@@ -268,13 +268,16 @@ def test_the_daemon_has_one_pool_of_register_calls(register: Any, tmp_path: Path
 
     config = Config(http=HTTPConfig(listen=["tcp:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.2"]),
                     sip2=SIP2Config(listen=["tcp:0:interface=127.0.0.1"]), base_dir=tmp_path)
+    from gateway.hot_path import HotPathService
     from gateway.housekeeping import Housekeeping
 
     top = build_service(config, register, reactor)
     listeners = [child for child in top if isinstance(child, Listener)]
     (keeper,) = [child for child in top if isinstance(child, Housekeeping)]  # retention while serving
-    assert len(listeners) == 3 and len(list(top)) == 4
+    (hot,) = [child for child in top if isinstance(child, HotPathService)]  # the memory and the audit behind
     site, sip2 = top.site, listeners[-1].factory  # type: ignore[attr-defined]
+    assert len(listeners) == 3 and len(list(top)) == 5
+    assert hot.hot.calls is top.calls and sip2.hot is hot.hot  # type: ignore[attr-defined]
     assert {id(listener.factory) for listener in listeners} == {id(site), id(sip2)}
     pools = {id(top.calls), id(sip2.calls), id(site.resource.children[b"healthz"].calls),  # type: ignore[attr-defined]
              id(site.resource.children[b"ncip"].calls), id(keeper.calls)}

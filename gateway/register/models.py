@@ -300,3 +300,14 @@ class QuarantineEntry(Base):
     data: Mapped[str | None] = mapped_column(Text)  # JSON: the other columns of the row, as given
 
     library: Mapped[Library] = relationship(lazy="joined")
+
+
+class SettingsGeneration(Base):
+    """One row: a number raised by every transaction that changes a library, a SIP2 terminal or an
+    API client (gateway.register.recall). Each gateway process reads it with the change feed and
+    forgets the library settings and client credentials it remembers when it moved (issue 13)."""
+
+    __tablename__ = "settings_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)

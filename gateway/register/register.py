@@ -42,9 +42,11 @@ from gateway.register.innsyn import Innsyn
 from gateway.register.keys import Keys
 from gateway.register.legacy import ImportRow, ImportSummary, QuarantineView
 from gateway.register.libraries import Libraries
+from gateway.register.memory import News, Recollection
 from gateway.register.models import Card, Patron
 from gateway.register.patrons import Patrons
 from gateway.register.pin_codes import Pins
+from gateway.register.recall import Recall
 from gateway.register.retention import Retention, RetentionRun
 from gateway.register.self_service import SelfService
 from gateway.register.series import Series
@@ -96,6 +98,7 @@ class Register:
         self.key_rotation = Keys(context, self)
         self.feed = LibraryFeed(context, self)
         self.imports = Imports(context, self)
+        self.recall = Recall(context, self)
 
     def ping(self) -> None:
         """Raise RegisterUnavailable unless the database answers."""
@@ -244,6 +247,16 @@ class Register:
 
     def decide_many(self, requests: list[DecisionRequest], *, now: datetime | None = None) -> list[Decision]:
         return self.admission.decide_many(requests, now=now)
+
+    # The gateway's decision memory (issue 13: gateway.register.memory, gateway.hot_path)
+    def recall_many(self, asked: list[tuple[str, str | None]]) -> list[Recollection]:
+        return self.recall.recall_many(asked)
+
+    def news(self, after: int | None) -> News:
+        return self.recall.news(after)
+
+    def write_audit(self, queued: list[dict[str, Any] | tuple[DecisionRequest, datetime]]) -> int:
+        return self.recall.write_audit(queued)
 
     def self_activate(self, actor: Actor, card: str, pin: str | None, *,
                       rules_version: str | None = None) -> SelfActivation:

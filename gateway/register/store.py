@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from gateway.register import changelog
+from gateway.register import changelog, generation
 from gateway.register.errors import RegisterUnavailable, VersionConflict
 
 _UNAVAILABLE = "the register database does not answer; try again shortly"
@@ -76,6 +76,7 @@ class Store:
         self.sqlite = engine.dialect.name == "sqlite"
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         changelog.track_savepoints(self._sessions)
+        generation.track(self._sessions)  # libraries, terminals, clients: the processes' memory forgets
         # SQLite lets one writer in at a time, and makes the others poll with growing sleeps (up to
         # 100 ms each). Threads of this process queue on a lock instead and are handed the database
         # at once; other processes still meet SQLite's busy timeout.

@@ -51,7 +51,7 @@ def _session(conn: SIP2Protocol) -> tuple[TerminalView, Actor]:
 
 
 # ---------------------------------------------------------------------- the handlers
-def patron(conn: SIP2Protocol, request: Message) -> Deferred[Answer]:
+def patron(conn: SIP2Protocol, request: Message) -> Answer | Deferred[Answer]:
     """23 → 24 and 63 → 64: the register's decision for this terminal's library (A.4)."""
     terminal, actor = _session(conn)
     # "a door needs a PIN" is the decision table's rule (gateway.register.decisions), not ours
@@ -61,7 +61,7 @@ def patron(conn: SIP2Protocol, request: Message) -> Deferred[Answer]:
                      lambda dec: answers.patron_answer(request, terminal, dec, answers.now()))
 
 
-def enable(conn: SIP2Protocol, request: Message) -> Deferred[Answer]:
+def enable(conn: SIP2Protocol, request: Message) -> Answer | Deferred[Answer]:
     """25 → 26: self-activation at the terminal's library, if the library allows it."""
     terminal, actor = _session(conn)
     register = conn.factory.register
@@ -72,7 +72,7 @@ def enable(conn: SIP2Protocol, request: Message) -> Deferred[Answer]:
                      lambda: SelfActivation(answers.unavailable(), True))
 
 
-def block(conn: SIP2Protocol, request: Message) -> Deferred[Answer]:
+def block(conn: SIP2Protocol, request: Message) -> Answer | Deferred[Answer]:
     """01 → 24: block the card (retained or tampered with), audited."""
     terminal, actor = _session(conn)
     d = conn.factory.call(conn.factory.register.block_card, actor, request.get("AA") or "", request.get("AL"),
@@ -156,9 +156,10 @@ HANDLERS: dict[str, Handler] = {
 
 
 # ---------------------------------------------------------------------- register results
-def _decision(conn: SIP2Protocol, d: Deferred[T], request: Message, answer: Callable[[T], Message],
-              fallback: Callable[[], T] | None = None) -> Deferred[Answer]:
-    """The answer to a register decision; a failed call is answered as "register unavailable"."""
+def _decision(conn: SIP2Protocol, d: T | Deferred[T], request: Message, answer: Callable[[T], Message],
+              fallback: Callable[[], T] | None = None) -> Answer | Deferred[Answer]:
+    """The answer to a register decision: at once when it was decided from memory (gateway.hot_path);
+    a failed call is answered as "register unavailable"."""
     def failed(failure: Failure) -> T:
         register_failed(conn, failure, None)
         return fallback() if fallback else answers.unavailable()  # type: ignore[return-value]
@@ -171,6 +172,8 @@ def _decision(conn: SIP2Protocol, d: Deferred[T], request: Message, answer: Call
             conn.note("ok" if blocked else _OUTCOMES.get(dec.reason, "refused"), str(dec.reason))
         return conn.respond(request, answer(result))
 
+    if not isinstance(d, Deferred):
+        return done(d)
     return d.addErrback(failed).addCallback(done)
 
 

@@ -26,6 +26,7 @@ from gateway import logs, metrics
 from gateway.blocking import RegisterCalls
 from gateway.config import SIP2Config
 from gateway.endpoints import source_group, total_cap
+from gateway.hot_path import HotPath
 from gateway.quiet import Quiet
 from gateway.register import Register
 from gateway.register.views import Actor, Decision, DecisionRequest, TerminalView
@@ -81,8 +82,9 @@ class SIP2Factory(protocol.Factory):
 
     def __init__(self, register: Register, reactor: Any, settings: SIP2Config, *,
                  register_timeout: float = 8.0, throttle: LoginThrottle | None = None,
-                 calls: RegisterCalls | None = None) -> None:
+                 calls: RegisterCalls | None = None, hot: HotPath | None = None) -> None:
         self.register, self.reactor, self.settings = register, reactor, settings
+        self.hot = hot  # decisions without a PIN from memory, audited behind (gateway.hot_path)
         self.register_timeout = register_timeout
         self.max_connections = settings.max_connections
         self.max_per_source = settings.max_connections_per_source
@@ -129,9 +131,12 @@ class SIP2Factory(protocol.Factory):
         ``slow`` ones (a PIN or password to hash) each in their own thread job."""
         return (self.calls.call_alone if slow else self.calls.call)(fn, *args, **kwargs)
 
-    def decide(self, question: DecisionRequest) -> Deferred[Decision]:
+    def decide(self, question: DecisionRequest) -> Decision | Deferred[Decision]:
         """The register's decision (the one function for 23, 63, 25 and doors). Without a PIN it is
-        decided together with the others of the same moment (``Register.decide_many``)."""
+        decided from memory when the daemon keeps one (`gateway.hot_path`: at once), else together
+        with the others of the same moment (``Register.decide_many``)."""
+        if self.hot is not None:
+            return self.hot.decide(question)
         if question.pin:
             return self.calls.call_alone(self.register.decide, question.actor, question.card, question.pin,
                                          door=question.door, pin_required=question.pin_required,
