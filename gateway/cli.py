@@ -21,7 +21,7 @@ from gateway.config import MAX_WORKERS, Config, ConfigError, load_config
 
 # Light modules: the database layer loads only when a command needs the register, and then through
 # register-level functions (this module imports no SQLAlchemy, not even inside functions).
-from gateway.register.identifiers import normalise_isil
+from gateway.register.identifiers import InvalidIdentifier, normalise_isil
 from gateway.register.settings import OSLO
 from gateway.register.views import OPERATOR, PERMISSIONS, jsonable
 from gateway.runtime import Failure, open_configured_register
@@ -486,6 +486,14 @@ def cmd_changes(args: argparse.Namespace, register: Register) -> None:
 FEED_LIMIT_MAX = 1000  # changes per page of a library's feed (GET /api/v1/changes takes the same)
 
 
+def _library_option(text: str) -> str:
+    """``--library`` as an ISIL; a value that is none is the caller's to mend (exit 2)."""
+    try:
+        return normalise_isil(text)
+    except InvalidIdentifier as exc:
+        raise UsageError(f"--library: {exc}") from None
+
+
 def _library_changes(args: argparse.Namespace, register: Register) -> None:
     """``nlr changes --library ISIL``: a page of the feed as that library's API client with only the
     permission ``changes`` sees it (GET /api/v1/changes), national ids only with --with-national-id;
@@ -497,7 +505,7 @@ def _library_changes(args: argparse.Namespace, register: Register) -> None:
     if args.limit > FEED_LIMIT_MAX:
         raise UsageError(f"with --library, --limit is 1 to {FEED_LIMIT_MAX}")
     permissions = {"changes", "see-national-id"} if args.with_national_id else {"changes"}
-    actor = Actor("client", "nlr-operator", normalise_isil(args.library), frozenset(permissions))
+    actor = Actor("client", "nlr-operator", _library_option(args.library), frozenset(permissions))
     page = register.library_changes(actor, args.after, args.limit)
     if args.json:
         print(json.dumps({"changes": page.changes, "next": page.next, "more": page.more}, ensure_ascii=False,
@@ -550,7 +558,7 @@ def cmd_import(args: argparse.Namespace, register: Register) -> None:
 
     from gateway.legacy_file import LegacyFileError, open_legacy_file
 
-    isil = normalise_isil(args.library)
+    isil = _library_option(args.library)
     register.get_library(isil)  # an unknown library before the file is read
     try:
         legacy = open_legacy_file(Path(args.file), args.format)
@@ -565,7 +573,9 @@ def cmd_import(args: argparse.Namespace, register: Register) -> None:
         quarantined = ", ".join(f"{reason} {n}" for reason, n in sorted(summary.quarantined.items()))
         lines = [("dry run, nothing changed: " if summary.dry_run else "") + f"{summary.rows} rows in "
                  f"{summary.seconds:.1f} s", f"imported: {summary.imported}",
+                 f"already registered, activated here: {summary.activated}",
                  f"already imported: {summary.already_imported}",
+                 f"already the library's patrons: {summary.already_affiliated}",
                  f"quarantined: {summary.quarantined_total}" + (f" ({quarantined})" if quarantined else ""),
                  f"already quarantined: {summary.already_quarantined}"]
         if summary.quarantined_total and not summary.dry_run:

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from register_helpers import BERGEN, OSLO, PIN, add_patron, nid, raw_rows
+from register_helpers import BERGEN, OSLO, PIN, add_patron, client, nid, raw_rows
 from test_cli import _command, _env, ok, run, usage_error, write_config
 
+from gateway.legacy_file import LegacyFileError, open_legacy_file
 from gateway.register import Register
 from gateway.register.errors import DuplicatePatron, InvalidInput, NotFound
 from gateway.register.imports import Imports
@@ -69,7 +70,9 @@ def test_every_reason_is_quarantined_and_a_rerun_changes_nothing(reg: Register) 
     assert {q.row: q.reason for q in listed} == EXPECTED
     assert all(q.status == "open" and q.library == OSLO for q in listed)
     assert next(q for q in listed if q.row == 8).detail.startswith("email: ")
-    assert next(q for q in listed if q.row == 2).card == "XYZ"
+    bad_card = next(q for q in listed if q.row == 2)
+    assert bad_card.card is None
+    assert bad_card.detail == "not a card number (3 characters; a card number is N and 9 digits)"
     # imported through the registration's code: home library, activation, PIN, audit, change
     p = reg.find_patron(OPERATOR, "N000100002")
     assert p.home_library_isil == OSLO and [a.library_isil for a in p.activations] == [OSLO]
@@ -274,12 +277,13 @@ def test_cli_import_quarantine_and_conflicts(reg: Register, config: Path, tmp_pa
 
 def test_cli_unknown_column_is_refused_before_anything(reg: Register, config: Path, tmp_path: Path) -> None:
     file = write_csv(tmp_path / "legacy.csv", [row(1, "N000100001", nid(0))], COLUMNS + ("loans",))
-    err = usage_error(run(config, "import", str(file), "--library", OSLO, cwd=tmp_path), "loans")
+    err = usage_error(run(config, "import", str(file), "--library", OSLO, cwd=tmp_path), "column 13 of the header")
     assert "unknown column" in err
     objects = [{"card": "N000100001", "national_id": nid(0), "surname": "A", "given_name": "B"},
                {"card": "N000100002", "national_id": nid(1), "surname": "A", "given_name": "B", "fnr": "x"}]
     (tmp_path / "legacy.json").write_text(json.dumps(objects))
-    usage_error(run(config, "import", str(tmp_path / "legacy.json"), "--library", OSLO, cwd=tmp_path), "'fnr'")
+    usage_error(run(config, "import", str(tmp_path / "legacy.json"), "--library", OSLO, cwd=tmp_path),
+                "unknown key number 5 in object 2")
     assert reg.counts()["patrons"] == 0 and reg.list_quarantine() == []
     assert not raw_rows(reg, "SELECT id FROM audit_events WHERE action LIKE 'import%'")
 
@@ -319,3 +323,179 @@ def test_cli_progress_bar_on_a_terminal_only(reg: Register, config: Path, tmp_pa
     assert "imported: 7" in out.decode()
     assert "\r" not in out.decode()  # the bar is on the terminal (stderr), not in the summary
     assert sys.stdout is not None
+
+
+# ---------------------------------------------------------------------- review of issue 12
+def test_a_patron_registered_already_is_activated_at_the_importing_library(reg: Register) -> None:
+    """Oslo's old system holds a Bergen patron who borrows in Oslo, with the Bergen card: the row is
+    that patron's; the import activates them at Oslo (channel import, audited, in Oslo's feed) and a
+    re-run counts it as already imported. A patron Oslo has already (registered there) is counted
+    apart; neither is a series conflict of Oslo's."""
+    bergen = add_patron(reg, 1, BERGEN)  # N0002…: Bergen's number, inside Bergen's series
+    own = add_patron(reg, 2, OSLO)
+    rows = [row(1, bergen.card, nid(1, date_of(bergen))), row(2, own.card, nid(2, date_of(own)))]
+    first = reg.import_rows(OPERATOR, OSLO, rows)
+    assert (first.imported, first.activated, first.already_imported, first.already_affiliated,
+            first.quarantined) == (0, 1, 0, 1, {})
+    p = reg.find_patron(OPERATOR, bergen.card)
+    assert {a.library_isil: a.channel for a in p.activations}[OSLO] == "import"
+    assert p.home_library_isil == BERGEN and p.surname == "Nordmann1"  # nothing overwritten
+    feed = reg.library_changes(client(OSLO, "changes"), None).changes
+    assert [(c["kind"], c["card"]) for c in feed if c["card"] == bergen.card] == [("activated", bergen.card)]
+    assert feed[-1]["patron"]["surname"] == "Nordmann1"  # the full record, so Oslo's copy starts there
+    audited = raw_rows(reg, "SELECT library_isil, detail FROM audit_events WHERE action = 'patron_activate'")
+    assert audited == [(OSLO, "legacy import, row 1: registered already")]
+    assert reg.series_conflicts(OSLO) == [] and reg.list_quarantine() == []
+    again = reg.import_rows(OPERATOR, OSLO, rows)
+    assert (again.imported, again.activated, again.already_imported, again.already_affiliated) == (0, 0, 1, 1)
+    # rows the import registered count as already imported too, not as the library's otherwise
+    fresh = reg.import_rows(OPERATOR, OSLO, [row(3, "N000100003", nid(3))])
+    assert fresh.imported == 1
+    assert reg.import_rows(OPERATOR, OSLO, [row(3, "N000100003", nid(3))]).already_imported == 1
+
+
+def date_of(p: Any) -> Any:
+    return p.birth_date
+
+
+@pytest.mark.parametrize("batch_size", [1, 200])
+def test_a_duplicate_row_is_quarantined_wherever_the_batches_fall(reg: Register, batch_size: int) -> None:
+    rows = [row(1, "N000100001", nid(0), address="Gate 1"),
+            row(2, "N000100001", nid(0), given_name="Second", address="Annen gate 2")]
+    summary = reg.import_rows(OPERATOR, OSLO, rows, batch_size=batch_size)
+    assert (summary.imported, summary.already_imported, summary.quarantined) == (1, 0, {"duplicate_in_file": 1})
+    (entry,) = reg.list_quarantine(OSLO)
+    assert entry.row == 2 and reg.show_quarantine(OPERATOR, entry.id).values["given_name"] == "Second"
+    again = reg.import_rows(OPERATOR, OSLO, rows, batch_size=batch_size)
+    assert (again.already_imported, again.already_quarantined, again.quarantined) == (1, 1, {})
+
+
+def test_a_quarantine_entry_a_concurrent_run_wrote_first_counts_as_already_quarantined(
+        reg: Register, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of the same file at once (PostgreSQL): the other run's entries are not visible yet
+    when a batch reads what is quarantined, and its insert meets the unique index: counted as
+    already quarantined, never an error."""
+    rows = [row(1, "N000100001", nid(0)), row(2, "N000100002", nid(1), email="no"), row(3, "XYZ", nid(2)),
+            row(4, "N000100001", nid(3))]
+    first = reg.import_rows(OPERATOR, OSLO, rows)
+    assert (first.imported, first.quarantined_total) == (1, 3)
+    monkeypatch.setattr(Imports, "_known_rows", lambda self, conn, lib_id, batch: set())
+    second = reg.import_rows(OPERATOR, OSLO, rows)
+    assert (second.imported, second.already_imported, second.quarantined, second.already_quarantined) == \
+        (0, 1, {}, 3)
+    assert len(reg.list_quarantine(OSLO)) == 3
+
+
+@pytest.mark.postgres
+def test_two_imports_of_the_same_file_at_once(reg: Register, database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time")
+    import threading
+    rows = [row(i, f"N0001{i:05d}", nid(i), **({"email": "bad"} if i % 5 == 0 else {}))
+            for i in range(1, 15)]
+    rows += [row(20 + i, f"N0001{i:05d}", nid(i)) for i in range(1, 4)]  # duplicates in the file
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            results.append(reg.import_rows(OPERATOR, OSLO, rows, batch_size=2))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == [] and len(results) == 2
+    assert sum(s.imported for s in results) == 12 and sum(s.quarantined_total for s in results) == 5
+    for s in results:
+        assert s.imported + s.already_imported + s.quarantined_total + s.already_quarantined == len(rows)
+    assert reg.counts()["patrons"] == 12 and len(reg.list_quarantine(OSLO)) == 5
+
+
+def test_a_national_id_in_the_card_column_is_never_kept(reg: Register, config: Path, tmp_path: Path) -> None:
+    """Swapped columns put a national id (or a PIN) where the card should be: the entry keeps only
+    its shape; a listing, the stored row and the audit trail never hold it."""
+    swapped = nid(12)
+    reg.import_rows(OPERATOR, OSLO, [row(1, swapped, "N000100300"), row(2, "97531864", nid(13))])
+    entries = reg.list_quarantine(OSLO)
+    assert [(q.card, q.detail) for q in entries] == [
+        (None, "not a card number (11 digits; a card number is N and 9 digits)"),
+        (None, "not a card number (8 digits; a card number is N and 9 digits)")]
+    listed = ok(run(config, "quarantine", "list", "--library", OSLO, cwd=tmp_path)).out
+    shown = ok(run(config, "quarantine", "show", str(entries[0].id), cwd=tmp_path)).out
+    reg.resolve_quarantine(OPERATOR, entries[0].id, discard_reason="swapped columns")
+    everything = repr(raw_rows(reg, "SELECT * FROM quarantine")) + repr(raw_rows(reg, "SELECT * FROM audit_events"))
+    for secret in (swapped, "97531864"):
+        assert secret not in listed and secret not in shown and secret not in everything
+
+
+def test_the_next_free_card_skips_the_cards_of_open_quarantine_entries(reg: Register) -> None:
+    """A legacy patron holds the card of their quarantined row: the register hands that number to
+    nobody else, when it picks the next free card (a registration without a card, --new-card)."""
+    reg.import_rows(OPERATOR, OSLO, [row(1, "N000100000", "12345678901"),  # invalid_national_id
+                                     row(2, "N000100001", nid(1), email="no"),  # invalid_field
+                                     row(3, "N000900001", nid(2))])  # card_outside_series
+    assert add_patron(reg, 5, OSLO).card == "N000100002"
+    outside = next(q for q in reg.list_quarantine(OSLO) if q.reason == "card_outside_series")
+    assert reg.resolve_quarantine(OPERATOR, outside.id, new_card=True).resolution == "registered with card N000100003"
+    field = next(q for q in reg.list_quarantine(OSLO) if q.reason == "invalid_field")
+    with pytest.raises(InvalidInput):  # its e-mail is still refused; the number stays held meanwhile
+        reg.resolve_quarantine(OPERATOR, field.id, new_card=True)
+    assert add_patron(reg, 6, OSLO).card == "N000100004"
+
+
+def csv_file(tmp_path: Path, text: str, name: str = "legacy.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+def test_a_malformed_row_anywhere_is_refused_before_anything_is_imported(reg: Register, config: Path,
+                                                                          tmp_path: Path) -> None:
+    good = "".join(f"N0001{i:05d},{nid(i)},Legacy{i},Kari\n" for i in range(1, 6))
+    file = csv_file(tmp_path, "card,national_id,surname,given_name\n" + good + "N000100099,x,y,z,extra\n")
+    err = usage_error(run(config, "import", str(file), "--library", OSLO, "--batch-size", "1", cwd=tmp_path),
+                      "row 6 has 5 values, the header 4 columns")
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert reg.counts()["patrons"] == 0 and reg.list_quarantine() == []
+
+
+def test_rows_are_numbered_as_records_after_the_header(reg: Register, tmp_path: Path) -> None:
+    file = csv_file(tmp_path, "card,national_id,surname,given_name\n\n\nBAD1,x,y,z\n\nN000100001,x,y,z\n")
+    legacy = open_legacy_file(file)
+    assert legacy.rows == 2 and [r.number for r in legacy] == [1, 2]
+    reg.import_rows(OPERATOR, OSLO, legacy)
+    assert [(q.row, q.reason) for q in reg.list_quarantine(OSLO)] == [(1, "bad_card"), (2, "invalid_national_id")]
+
+
+@pytest.mark.parametrize("delimiter", [",", ";"])
+def test_doubled_quotes_are_one_quote(tmp_path: Path, delimiter: str) -> None:
+    d = delimiter
+    text = (f"card{d}national_id{d}surname{d}given_name{d}address\n"
+            f'N000100030{d}x{d}"O""Brien"{d}"Anne"{d}"Gate 1{d} 2. etasje"\n'
+            f'N000100031{d}y{d}"Smith ""Jr"""{d}Bob{d}"Vei ""3"""\n')
+    values = [r.values for r in open_legacy_file(csv_file(tmp_path, text))]
+    assert [(v["surname"], v["given_name"], v["address"]) for v in values] == [
+        ('O"Brien', "Anne", f"Gate 1{d} 2. etasje"), ('Smith "Jr"', "Bob", 'Vei "3"')]
+
+
+def test_a_header_error_never_repeats_a_value_of_the_file(tmp_path: Path) -> None:
+    with pytest.raises(LegacyFileError) as refused:
+        open_legacy_file(csv_file(tmp_path, f"{nid(4)},N000100115,A,B\n"))
+    assert nid(4) not in str(refused.value) and "column 1 of the header" in str(refused.value)
+    assert "header line missing" in str(refused.value)
+    with pytest.raises(LegacyFileError, match="'adress': did you mean 'address'"):  # a typo is named
+        open_legacy_file(csv_file(tmp_path, "card,national_id,surname,given_name,adress\n"))
+
+
+def test_cli_bad_library_or_missing_file_is_a_usage_error(reg: Register, config: Path, tmp_path: Path) -> None:
+    file = write_csv(tmp_path / "legacy.csv", [row(1, "N000100001", nid(0))])
+    usage_error(run(config, "import", str(file), "--library", "xx", cwd=tmp_path), "error: --library: ")
+    usage_error(run(config, "changes", "--library", "garbage", cwd=tmp_path), "error: --library: ")
+    err = usage_error(run(config, "import", str(tmp_path / "missing.csv"), "--library", OSLO, cwd=tmp_path),
+                      "cannot read", "missing.csv", "legacy file")
+    assert "config" not in err
+    assert reg.counts()["patrons"] == 0

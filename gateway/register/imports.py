@@ -9,8 +9,19 @@ CardInUse → card_in_use.
 Batches: the rows are taken ``batch_size`` at a time, each batch one transaction (a savepoint per
 row), so an interrupted import keeps the batches committed before it and loses nothing else.
 
+A row whose card is registered to the same person already (the keyed index of the national id) is
+that person's record in the library's old system: nothing is registered or overwritten, and the
+patron becomes the library's own, activated there through the channel ``import`` (audited, an
+``activated`` change in the library's feed) and counted as ``activated``. A Bergen patron who
+borrows in Oslo is in Oslo's old system with the Bergen card; that number is Bergen's and inside
+Bergen's series, so it is no conflict of Oslo's to clean up (a number outside its own issuer's series
+is reported to the issuer by ``series conflicts`` already). A patron affiliated with the library
+otherwise (registered or activated there by a library system, a kiosk, the operator) is counted as
+``already_affiliated``.
+
 Re-runs and resumption: a row is known again by its identity, not by its place in the file:
-- imported: its card is registered to the same person (the keyed index of the national id), and is
+- imported: its card is registered to the same person and the patron's activation at the library
+  came through the channel ``import`` (a registration or activation by an earlier run), and is
   counted as ``already_imported``;
 - quarantined: by its *row key*, an HMAC (the register's lookup key) of the library, the row's
   values and how many identical rows came before it in the file; unique per library, so the same
@@ -22,7 +33,12 @@ resumes by being run again.
 What the quarantine keeps: the row's values as the file gave them (names, address, contact, birth
 date), erased when the entry is resolved or discarded; the national id only as patrons keep it
 (encrypted, and the keyed index when it is valid; an invalid one encrypted only); a PIN only as its
-scrypt hash (an invalid PIN not at all). The detail never repeats a national id or a PIN.
+scrypt hash (an invalid PIN not at all). The detail never repeats a national id or a PIN, and a
+card that is not a card number is kept only as its shape in the detail (``11 digits``): swapped
+columns put a national id or a PIN there.
+
+A concurrent run of the same file (PostgreSQL) is met by the unique indexes: a registration, an
+activation or a quarantine entry the other run committed first makes the row count as done already.
 """
 
 from __future__ import annotations
@@ -36,7 +52,7 @@ from dataclasses import dataclass
 from datetime import date
 from itertools import islice
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -60,11 +76,14 @@ from gateway.register.legacy import (
     QuarantineStatus,
     QuarantineView,
 )
-from gateway.register.models import Card, Library, Patron, QuarantineEntry, utcnow
+from gateway.register.models import Activation, Card, Library, Patron, QuarantineEntry, utcnow
 from gateway.register.patrons import NewPatron, check_new_patron, insert_patron_in
-from gateway.register.vocabulary import Action
+from gateway.register.vocabulary import Action, ChangeKind
 
 BATCH_SIZE = 200  # rows per transaction: on SQLite the write lock is held this long (about 0.1 s)
+#: The channel of an activation made by an import (a registration or a patron registered already):
+#: how a re-run knows which rows an earlier run did (``already_imported``).
+IMPORT_CHANNEL = "import"
 
 
 # The columns of a file and the checks the register makes of each (to name the field it refuses).
@@ -88,6 +107,16 @@ def _birth_date(text: str | None) -> date | None:
         raise InvalidInput("birth date must be a date in the form YYYY-MM-DD") from None
     fields.check_birth_date(born)
     return born
+
+
+def _shape(text: str) -> str:
+    """What a value that is not a card number looks like, without the value (it may be a national id
+    or a PIN in the wrong column)."""
+    if text.isdigit():
+        return f"{len(text)} digits"
+    if text[:1] in "Nn" and text[1:].isdigit():
+        return f"N and {len(text) - 1} digits"
+    return f"{len(text)} characters"
 
 
 def _check_field(column: str, value: str | None) -> None:
@@ -119,7 +148,7 @@ class _Row:
     pin: str | None = None  # valid, to be hashed
     pin_hash: str | None = None
     patron_id: int | None = None  # the patron a quarantined row concerns (audited against it)
-    outcome: str = ""  # imported, already_imported, quarantined, already_quarantined
+    outcome: str = ""  # imported, activated, already_imported, already_affiliated, quarantined, already_quarantined
 
     def quarantine(self, reason: Why, detail: str | None = None, patron_id: int | None = None) -> None:
         self.reason, self.detail, self.patron_id = reason, detail, patron_id
@@ -178,7 +207,9 @@ class Imports(Area):
         if not dry_run:
             with self._tx() as s:
                 audit.record(s, actor, Action.IMPORT, "ok", library=isil, detail=(
-                    f"{summary.rows} rows: {summary.imported} imported, {summary.already_imported} already, "
+                    f"{summary.rows} rows: {summary.imported} imported, {summary.activated} registered already and "
+                    f"activated here, {summary.already_imported} already, {summary.already_affiliated} the "
+                    "library's already, "
                     f"{summary.quarantined_total} quarantined, {summary.already_quarantined} already quarantined"))
         return summary
 
@@ -208,7 +239,8 @@ class Imports(Area):
         if r.index is not None:
             seen_people.add(r.index)
         if r.card is None:
-            r.quarantine(Why.BAD_CARD, "no card number" if r.card_text is None else "not a card number")
+            r.quarantine(Why.BAD_CARD, "no card number" if r.card_text is None else
+                         f"not a card number ({_shape(r.card_text)}; a card number is N and 9 digits)")
         elif r.index is None:
             r.quarantine(Why.INVALID_NATIONAL_ID, "no national identity number" if national_id is None
                          else "not a valid national identity number")
@@ -241,16 +273,16 @@ class Imports(Area):
                       dry_run: bool) -> None:
         # What earlier runs did (read first, so that no PIN is hashed for a row done already).
         with self._read() as conn:
-            known = set(conn.scalars(select(QuarantineEntry.row_key).where(
-                QuarantineEntry.library_id == lib_id, QuarantineEntry.row_key.in_([r.key for r in batch]))))
+            known = self._known_rows(conn, lib_id, batch)
             owners = dict(conn.execute(select(Card.number, Patron.national_id_index).join(
                 Patron, Patron.id == Card.patron_id).where(Card.number.in_([r.card for r in batch if r.card]))).all())
         for r in batch:
             if r.key in known:
                 r.outcome = "already_quarantined"
-            elif r.card is not None and r.index is not None and owners.get(r.card) == r.index:
-                r.outcome = "already_imported"
-        hashing = [r for r in batch if not r.outcome and r.pin is not None]
+        # A row the file refused (a duplicate) stays refused, wherever the batches fall; a row of a
+        # person whose card it is registers nothing, so its PIN is not hashed.
+        hashing = [r for r in batch if not r.outcome and r.pin is not None and r.reason is None
+                   and not (r.card is not None and r.index is not None and owners.get(r.card) == r.index)]
         if dry_run:
             for r in hashing:
                 r.pin_hash = "dry-run"
@@ -263,8 +295,7 @@ class Imports(Area):
             with self._tx() as s:
                 lib = s.get(Library, lib_id)
                 assert lib is not None
-                known = set(s.scalars(select(QuarantineEntry.row_key).where(  # a concurrent run of the same file
-                    QuarantineEntry.library_id == lib_id, QuarantineEntry.row_key.in_([r.key for r in batch]))))
+                known = self._known_rows(s, lib_id, batch)  # a concurrent run of the same file meanwhile
                 facts = self._facts(s, lib, [r for r in batch if not r.outcome and r.reason is None])
                 for r in batch:
                     if r.outcome:
@@ -281,6 +312,13 @@ class Imports(Area):
                     raise _DryRun
         except _DryRun:
             pass
+
+    @staticmethod
+    def _known_rows(conn: Connection | Session, lib_id: int, batch: list[_Row]) -> set[str]:
+        """The keys of the batch's rows quarantined already (committed: a concurrent run's entries
+        not yet committed are met by the unique index, ``_quarantine``)."""
+        return set(conn.scalars(select(QuarantineEntry.row_key).where(
+            QuarantineEntry.library_id == lib_id, QuarantineEntry.row_key.in_([r.key for r in batch]))))
 
     def _facts(self, s: Session, lib: Library, rows: list[_Row]) -> _Facts:
         """What the registration checks of each row, read for the whole batch in its transaction:
@@ -306,6 +344,9 @@ class Imports(Area):
         assert r.new is not None and r.card is not None and r.index is not None
         refused: type[Exception]
         person, owner = facts.people.get(r.index), facts.owners.get(r.card)
+        if owner is not None and owner[1] == r.index:
+            self._known_person(s, actor, lib, r, owner[0])
+            return
         if person is not None:
             refused = DuplicatePatron
         elif not series.inside(facts.spans, r.card):
@@ -316,7 +357,9 @@ class Imports(Area):
             r.new.pin_hash = r.pin_hash
             try:
                 with s.begin_nested():
-                    insert_patron_in(s, self.keys, actor, lib, r.new, checked=True)
+                    patron = insert_patron_in(s, self.keys, actor, lib, r.new, checked=True)
+                    for act in patron.activations:  # the registration's activation at the library
+                        act.channel = IMPORT_CHANNEL
                 r.outcome = "imported"
                 return
             except InvalidInput as exc:
@@ -329,7 +372,7 @@ class Imports(Area):
             owner = (found.patron_id, found.national_id_index) if found is not None else None
             person = s.scalar(select(Patron.id).where(Patron.national_id_index == r.index))
         if owner is not None and owner[1] == r.index:
-            r.outcome = "already_imported"
+            self._known_person(s, actor, lib, r, owner[0])
         elif issubclass(refused, DuplicatePatron) or (issubclass(refused, IntegrityError) and person is not None):
             r.quarantine(Why.PERSON_REGISTERED, "this person is registered under another card", person)
         elif issubclass(refused, CardOutsideSeries):
@@ -340,21 +383,52 @@ class Imports(Area):
             r.quarantine(Why.CARD_IN_USE, "the card is another patron's (card numbers are never reused)",
                          owner[0] if owner is not None else None)
 
+    def _known_person(self, s: Session, actor: Actor, lib: Library, r: _Row, patron_id: int) -> None:
+        """The row's card is registered to its person already: done by an earlier run, the library's
+        patron already, or activated at the library now (see the module docstring)."""
+        channel = s.scalar(select(Activation.channel).where(Activation.patron_id == patron_id,
+                                                            Activation.library_id == lib.id))
+        if channel is not None:
+            r.outcome = "already_imported" if channel == IMPORT_CHANNEL else "already_affiliated"
+            return
+        patron = s.get(Patron, patron_id)
+        assert patron is not None
+        try:
+            with s.begin_nested():
+                act = Activation(library_id=lib.id, channel=IMPORT_CHANNEL, rules_version=lib.rules_version)
+                patron.activations.append(act)
+                s.flush()
+                audit.record(s, actor, Action.PATRON_ACTIVATE, "ok", patron=patron, card=records.current_card(patron),
+                             library=lib.isil, detail=f"legacy import, row {r.row.number}: registered already")
+                audit.change(s, patron, ChangeKind.ACTIVATED, actor, lib.isil)
+        except IntegrityError:  # a concurrent writer (another run of the file) activated the patron first
+            s.expire(patron, ["activations"])
+            channel = s.scalar(select(Activation.channel).where(Activation.patron_id == patron_id,
+                                                                Activation.library_id == lib.id))
+            r.outcome = "already_affiliated" if channel not in (None, IMPORT_CHANNEL) else "already_imported"
+            return
+        r.outcome = "activated"
+
     def _quarantine(self, s: Session, actor: Actor, lib: Library, r: _Row) -> None:
         assert r.reason is not None
         national_id = _value(r.row, "national_id")
         kept = {k: v[:VALUE_MAX] for k in _KEPT if (v := _value(r.row, k)) is not None}
         entry = QuarantineEntry(
             library_id=lib.id, row_number=r.row.number, row_key=r.key,
-            card=(r.card or (r.card_text or "")[:40] or None), reason=r.reason.value,
+            card=r.card, reason=r.reason.value,  # a card that is not one: only its shape, in the detail
             detail=(r.detail or "")[:300] or None, status=QuarantineStatus.OPEN.value,
             national_id_ciphertext=self.keys.encrypt(national_id[:VALUE_MAX]) if national_id else None,
             national_id_index=r.index, pin_hash=r.pin_hash, data=json.dumps(kept, ensure_ascii=False))
-        s.add(entry)
-        s.flush()
+        try:
+            with s.begin_nested():
+                s.add(entry)
+                s.flush()
+                audit.record(s, actor, Action.IMPORT_QUARANTINE, r.reason.value, patron=r.patron_id, card=r.card,
+                             library=lib.isil, detail=f"quarantine {entry.id}, row {r.row.number}")
+        except IntegrityError:  # quarantined by a concurrent run of the same file meanwhile
+            r.outcome = "already_quarantined"
+            return
         r.outcome = "quarantined"
-        audit.record(s, actor, Action.IMPORT_QUARANTINE, r.reason.value, patron=r.patron_id, card=r.card,
-                     library=lib.isil, detail=f"quarantine {entry.id}, row {r.row.number}")
 
     # ------------------------------------------------------------------ the quarantine
     def list_quarantine(self, library: str | None = None, *, status: str | None = None,
@@ -426,6 +500,8 @@ class Imports(Area):
                 entry.resolved_at = utcnow()
                 concerned = patron.id if patron is not None else self._concerned(s, entry)
                 entry.data = entry.national_id_ciphertext = entry.national_id_index = entry.pin_hash = None
+                if entry.reason == Why.BAD_CARD.value:
+                    entry.card = None  # not a card number: it may be a national id or a PIN (older entries)
                 s.flush()
                 audit.record(s, actor, Action.QUARANTINE_RESOLVE, outcome, patron=concerned,
                              card=number or entry.card, library=lib.isil,

@@ -50,7 +50,9 @@ class ImportSummary:
     library: str
     rows: int = 0
     imported: int = 0
-    already_imported: int = 0  # by an earlier run: the card is the same person's
+    activated: int = 0  # registered already (the card is the same person's): activated at the library now
+    already_imported: int = 0  # by an earlier run: registered or activated at the library by an import
+    already_affiliated: int = 0  # the card is the same person's, the library's patron already (not by an import)
     quarantined: dict[str, int] = field(default_factory=dict)  # reason → rows quarantined by this run
     already_quarantined: int = 0  # by an earlier run (the same row, by its key)
     seconds: float = 0.0

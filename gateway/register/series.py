@@ -26,6 +26,10 @@ from gateway.register.vocabulary import Action
 
 
 def allocate_card(s: Session, lib: Library) -> str:
+    """The next free card number of the library's series: never registered, and not the card of an
+    open quarantined import row of the library. A legacy patron holds that card in their hand
+    (PRODUCT §2.10: the library cleans up such numbers; the register must not make a new one), so it
+    is passed over for good, also once the entry is resolved."""
     query = select(NumberSeries).where(
         NumberSeries.library_id == lib.id, NumberSeries.next_number <= NumberSeries.last_number
     ).order_by(NumberSeries.first_number)
@@ -35,9 +39,17 @@ def allocate_card(s: Session, lib: Library) -> str:
         while series.next_number <= series.last_number:
             candidate = card_number_from_int(series.next_number)
             series.next_number += 1
-            if s.get(Card, candidate) is None:
+            if s.get(Card, candidate) is None and not _held_in_quarantine(s, lib, candidate):
                 return candidate
     raise SeriesExhausted(f"library {lib.isil} has no free card numbers left; reserve a new series")
+
+
+def _held_in_quarantine(s: Session, lib: Library, number: str) -> bool:
+    """Whether an open quarantine entry of the library has the card ``number`` (through the index of
+    the library's entries by status)."""
+    return s.scalar(select(QuarantineEntry.id).where(
+        QuarantineEntry.library_id == lib.id, QuarantineEntry.status == QuarantineStatus.OPEN.value,
+        QuarantineEntry.card == number).limit(1)) is not None
 
 
 def spans_of(s: Session, lib: Library) -> list[tuple[int, int]]:
