@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -277,7 +278,7 @@ async def test_a_bad_limit_or_cursor_is_400_json(api: Served) -> None:
     for query in ("limit=0", "limit=1001", "limit=abc", "limit=-1", "limit=1.5", "limit=", "limit=%20%35",
                   "limit=99999999999999999999", "after=", "after=nonsense", "after=" + "x" * 300,
                   "after=%00%01", "limit=5&limit=6", "after=a&after=b", "limt=5", "%ff=1", "after=%ff%fe",
-                  "after=%", "limit=%C3%A5", "&&&limit=0"):
+                  "after=%", "limit=%C3%A5", "&&&limit=0", "after=0", "after=999999", "after=" + "A" * 32):
         message = assert_error(await api.get(f"/api/v1/changes?{query}", token), 400)
         assert message and "Traceback" not in message, query
     assert "1 to 1000" in assert_error(await api.get("/api/v1/changes?limit=0", token), 400)
@@ -285,6 +286,10 @@ async def test_a_bad_limit_or_cursor_is_400_json(api: Served) -> None:
     # a long query (under the HTTP layer's line limit) is refused here, in JSON
     assert "longer than" in assert_error(await api.get("/api/v1/changes?after=" + "a" * 8000, token), 400)
     assert (await api.page(token, "?limit=1000&"))["more"] is False, "an empty field is no parameter"
+    # a cursor of this feed, altered by one character: not one of this feed's
+    cursor = (await api.page(token, "?limit=1"))["next"]
+    altered = cursor[:5] + ("x" if cursor[5] != "x" else "y") + cursor[6:]
+    assert "not a cursor of this feed" in assert_error(await api.get(f"/api/v1/changes?after={altered}", token), 400)
 
 
 @pytest_twisted.ensureDeferred
@@ -366,6 +371,19 @@ async def test_the_openapi_document_is_served_and_validates(api: Served) -> None
     operation = document["paths"]["/api/v1/changes"]["get"]
     assert {p["name"] for p in operation["parameters"]} == {"after", "limit"}
     assert set(operation["responses"]) == {"200", "400", "401", "403", "503"}
+    # what the API answers besides: 405 to any other method, 404 to any other address (L5)
+    for path in ("/api/v1/changes", "/api/v1/openapi.json"):
+        for method in ("post", "put", "patch", "delete", "options"):
+            assert document["paths"][path][method]["responses"] == {"405": {"$ref": "#/components/responses/"
+                                                                                    "MethodNotAllowed"}}
+    refused = document["components"]["responses"]
+    assert refused["MethodNotAllowed"]["headers"]["Allow"]["schema"]["const"] == "GET, HEAD"
+    assert document["paths"]["/api/v1/{address}"]["get"]["responses"] == {"404": {"$ref": "#/components/responses/"
+                                                                                           "NotFound"}}
+    assert all(r["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+               for r in refused.values())
+    cursor = document["components"]["schemas"]["Cursor"]
+    assert re.fullmatch(cursor["pattern"], cursor["examples"][0])
     assert document["components"]["securitySchemes"]["bearer"] == {
         **document["components"]["securitySchemes"]["bearer"], "type": "http", "scheme": "bearer"}
     limit = next(p for p in operation["parameters"] if p["name"] == "limit")["schema"]
