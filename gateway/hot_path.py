@@ -40,11 +40,11 @@ from twisted.python.failure import Failure
 
 from gateway import metrics
 from gateway.blocking import RegisterCalls
-from gateway.register import Register, memory
+from gateway.register import Register, crypto, memory
 from gateway.register.errors import RegisterUnavailable
 from gateway.register.memory import DecisionMemory, News, Recollection
 from gateway.register.models import utcnow
-from gateway.register.views import Decision, DecisionRequest
+from gateway.register.views import ClientView, Decision, DecisionRequest
 from gateway.register.vocabulary import Reason
 
 log = Logger(namespace="nlr.register")
@@ -73,6 +73,7 @@ class HotPath:
         self.lost = 0  # audit rows that could not be written by the end of a clean stop
         self._following = self._writing = False
         self._batch = 0  # rows of the batch being written
+        self.hits = self.misses = 0  # answers from memory and from facts read, since the metrics were told
         self._follower = task.LoopingCall(self._follow)
         self._writer = task.LoopingCall(self._write)
         self._follower.clock = self._writer.clock = reactor
@@ -140,24 +141,43 @@ class HotPath:
             return DOOR_WITHOUT_PIN
         if not self.fresh:  # the feed was not read lately: the register decides and audits, as before
             return self.calls.call_many(self.register.decide_many, question)
-        decided = memory.decide(self.memory, question, now)
+        decided = memory.decide(self.memory, question, now, checked)
         if decided is not None:
             self.queue.append(decided[1])
-            self.metrics.memory_answers("hit").inc()
+            self.hits += 1
             return decided[0]
-        self.metrics.memory_answers("miss").inc()
+        self.misses += 1
         epoch = self.memory.epoch
         d = self.calls.call_many(self.register.recall_many, (checked, question.actor.library_isil))
-        return d.addCallback(self._recalled, epoch, question, now)
+        return d.addCallback(self._recalled, epoch, question, now, checked)
 
-    def _recalled(self, facts: Recollection, epoch: int, question: DecisionRequest, now: datetime) -> Decision:
+    def _recalled(self, facts: Recollection, epoch: int, question: DecisionRequest, now: datetime,
+                  number: str) -> Decision:
         self.memory.remember(facts, epoch)
         if not self.serving:
             return UNAVAILABLE
-        decided = memory.decide(facts, question, now)
+        decided = memory.decide(facts, question, now, number)
         assert decided is not None, "the card and the library asked about were read"
         self.queue.append(decided[1])
         return decided[0]
+
+    # ------------------------------------------------------------------ lookups (NCIP)
+    def recall(self, *, token: str | None = None, card: str | None = None) -> Deferred[None]:
+        """Read into memory the client holding ``token``, or the facts of ``card``, as the memory's
+        epoch allows (`DecisionMemory.remember`)."""
+        epoch = self.memory.epoch
+        if token is not None:
+            def client_read(client: ClientView | None) -> None:
+                self.memory.remember_client(crypto.token_hash(token), client, epoch)
+
+            return self.calls.call(self.register.authenticate_client, token).addCallback(client_read)
+        assert card is not None
+        self.misses += 1
+
+        def card_read(facts: Recollection) -> None:
+            self.memory.remember(facts, epoch)
+
+        return self.calls.call_many(self.register.recall_many, (card, None)).addCallback(card_read)
 
     # ------------------------------------------------------------------ following the feed
     def _follow(self) -> None:
@@ -170,7 +190,7 @@ class HotPath:
         def followed(news: News) -> None:
             self.memory.follow(news)
             self.fresh_until = asked + self.FRESH_FOR
-            self.metrics.memory_cards.set(len(self.memory))
+            self._count()
 
         def not_followed(failure: Failure) -> None:
             # not fresh for long: decisions go to the register, which says what is wrong (a bug is logged)
@@ -181,6 +201,17 @@ class HotPath:
 
     def _followed(self, _: Any) -> None:
         self._following = False
+
+    def _count(self) -> None:
+        """The metrics, a few times a second rather than a lock or two per request."""
+        m = self.metrics
+        m.memory_cards.set(len(self.memory))
+        m.audit_queued.set(self.unwritten)
+        if self.hits:
+            m.memory_answers("hit").inc(self.hits)
+        if self.misses:
+            m.memory_answers("miss").inc(self.misses)
+        self.hits = self.misses = 0
 
     # ------------------------------------------------------------------ writing the audit behind
     def _write(self) -> Deferred[int] | None:

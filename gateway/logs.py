@@ -21,9 +21,12 @@ cannot fill the disk; the metrics count every one.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import random
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -59,9 +62,14 @@ _wanted: frozenset[str] = frozenset({"ok", "refused", "error"})
 _NOISE = frozenset({"Starting factory {factory!r}", "Stopping factory {factory!r}"})
 
 
+# Request ids need not be secret (a log line names no patron; the trail behind an id is for those
+# allowed to read it), only unique: a generator seeded from the OS, not a system call per request.
+_ids = random.Random(os.urandom(16))
+
+
 def new_request_id() -> str:
     """12 hex characters: random enough that two gateways never meet the same one in a day's trail."""
-    return os.urandom(6).hex()
+    return f"{_ids.getrandbits(48):012x}"
 
 
 def wants(outcome: str) -> bool:
@@ -76,7 +84,52 @@ def request(protocol: str, outcome: str, duration: float, request_id: str | None
                              "duration_ms": round(duration * 1000, 1), "request_id": request_id}
     values = {name: given[name] for name in FIELDS if given.get(name) is not None}  # in FIELDS' order
     text = " ".join(_text_field(name, value) for name, value in values.items())
+    if _lines is not None:  # the daemon's own output: written straight, as the observer would (`_RequestLines`)
+        if _level <= LogLevel.info:
+            _lines.add(values, text)
+        return
     _log.info("{nlr_request_text}", nlr_request=values, nlr_request_text=text)
+
+
+class _RequestLines:
+    """The daemon's request lines, formatted here and written to its output at the end of the
+    reactor turn, many at once: the same lines as Twisted's observer writes (`text_observer`,
+    `json_line`), without an event dict, a publisher, a filter and a flush per request. Any other
+    line first writes those still pending, so the order holds."""
+
+    def __init__(self, out: TextIO, format: str) -> None:
+        self.out, self.json = out, format == "json"
+        self.pending: list[str] = []
+        self._second = -1
+        self._stamp = ""
+
+    def add(self, values: dict[str, Any], text: str) -> None:
+        now = time.time()
+        if self.json:
+            line = json.dumps({"time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+                               .replace("+00:00", "Z"), "level": "info", "event": "request",
+                               "namespace": NAMESPACE, **values}, ensure_ascii=False, default=str) + "\n"
+        else:
+            if int(now) != self._second:
+                self._second, self._stamp = int(now), _stamp(now)
+            line = f"{self._stamp} [{NAMESPACE}#info] {text}\n"
+        self.pending.append(line)
+        if len(self.pending) == 1:
+            from twisted.internet import reactor
+
+            reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        if self.pending:
+            lines, self.pending = "".join(self.pending), []
+            try:
+                self.out.write(lines)
+                self.out.flush()
+            except (OSError, ValueError):  # the output is gone (closed at exit): nothing to tell it
+                pass
+
+
+_lines: _RequestLines | None = None
 
 
 def _text_field(name: str, value: Any) -> str:
@@ -91,6 +144,7 @@ def _text_field(name: str, value: Any) -> str:
     return f"{name}={_clean(str(value))}"
 
 
+@functools.lru_cache(maxsize=4096)  # the same few logins, ISILs and reasons, line after line
 def _clean(text: str) -> str:
     """One value of a text line (logfmt): at most 80 characters, no control characters, quoted when
     it holds a space or a quote (``reason="User Authentication Failed"``)."""
@@ -159,6 +213,16 @@ def observer(out: TextIO, format: str = "text") -> ILogObserver:
     return FilteringLogObserver(base, [_predicate, _not_noise])
 
 
+def _after_request_lines(chosen: ILogObserver) -> ILogObserver:
+    @provider(ILogObserver)
+    def observe(event: dict[str, Any]) -> None:
+        if _lines is not None:
+            _lines.flush()  # the request lines before it, in their order
+        chosen(event)
+
+    return observe
+
+
 def set_level(level: str) -> None:
     """The lowest level written from now on (SIGHUP: the config's ``logging.level`` read again)."""
     global _level
@@ -174,11 +238,22 @@ def set_requests(which: str) -> None:
 def install(format: str = "text", level: str = "info", requests: str = "all", out: TextIO | None = None,
             begin: Callable[..., None] | None = None) -> ILogObserver:
     """Start the daemon's log: every Twisted event from now on through `observer`."""
+    global _lines
     set_level(level)
     set_requests(requests)
-    chosen = observer(out if out is not None else sys.stdout, format)
+    stream = out if out is not None else sys.stdout
+    chosen = observer(stream, format)
+    if begin is None:  # the daemon's own log: its request lines written straight (`_RequestLines`)
+        _lines = _RequestLines(stream, format)
+        chosen = _after_request_lines(chosen)
     (begin or globalLogBeginner.beginLoggingTo)([chosen], redirectStandardIO=False)
     return chosen
+
+
+def flush() -> None:
+    """Write the request lines still pending (at shutdown)."""
+    if _lines is not None:
+        _lines.flush()
 
 
 def level_reloader(source: str) -> Callable[[], None]:

@@ -141,21 +141,21 @@ def build_service(config: Config, register: Register, reactor: Any,
     calls = RegisterCalls(reactor, timeout=REGISTER_TIMEOUT_SECONDS, probe=register.ping,
                           lock_waits=register.store.lock_waits)
     top.calls = calls  # type: ignore[attr-defined]  # shutdown waits for its calls
-    http = config.http
-    site = build_site(register, reactor, calls=calls, health_timeout=float(config.database.connect_timeout),
-                      max_body_bytes=http.max_body_bytes, header_timeout=http.header_timeout,
-                      body_timeout=http.body_timeout, idle_timeout=http.idle_timeout,
-                      max_connections=http.max_connections, max_connections_per_source=http.max_connections_per_source,
-                      web=config.web, metrics_networks=config.metrics.allowed_networks)
-    top.site = site  # type: ignore[attr-defined]  # shutdown waits for its requests
-    # /healthz/ready: ready only while every listener listens
-    site.health.listeners_up = lambda: all(  # type: ignore[attr-defined]
-        child.port is not None for child in top if isinstance(child, Listener))
     # decisions and lookups without a PIN from memory, their audit rows written behind (issue 13)
     hot = HotPath(register, calls, reactor, cache_size=config.register.cache_size,
                   audit_queue_max=config.register.audit_queue_max)
     top.hot = hot  # type: ignore[attr-defined]  # shutdown writes its queue
     HotPathService(hot).setServiceParent(top)
+    http = config.http
+    site = build_site(register, reactor, calls=calls, health_timeout=float(config.database.connect_timeout),
+                      max_body_bytes=http.max_body_bytes, header_timeout=http.header_timeout,
+                      body_timeout=http.body_timeout, idle_timeout=http.idle_timeout,
+                      max_connections=http.max_connections, max_connections_per_source=http.max_connections_per_source,
+                      web=config.web, metrics_networks=config.metrics.allowed_networks, hot=hot)
+    top.site = site  # type: ignore[attr-defined]  # shutdown waits for its requests
+    # /healthz/ready: ready only while every listener listens
+    site.health.listeners_up = lambda: all(  # type: ignore[attr-defined]
+        child.port is not None for child in top if isinstance(child, Listener))
     sip2_factory = SIP2Factory(register, reactor, config.sip2, calls=calls, hot=hot)
     calls.listeners.append(sip2_factory.set_online)  # 98 says "offline" as soon as the pool does
     top.sip2 = sip2_factory  # type: ignore[attr-defined]  # shutdown drains its connections
@@ -320,6 +320,7 @@ def serve(config: Config, announcer: Announcer | None = None) -> None:
         # every answered lookup and decision audited: the rows written behind, in what time is left
         yield top.hot.flush(max(0.5, SHUTDOWN_DEADLINE_SECONDS - 0.5 - (time.monotonic() - stopping)))  # type: ignore[attr-defined]
         register.engine.dispose()
+        logs.flush()
 
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", stop)

@@ -22,10 +22,13 @@ from lxml import etree
 from register_helpers import BERGEN, OSLO, TRONDHEIM, nid
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
 from twisted.web.client import Agent, FileBodyProducer, ResponseDone
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
+from gateway.blocking import RegisterCalls
+from gateway.hot_path import HotPath
 from gateway.register import Register
 from gateway.register.views import OPERATOR
 from gateway.web.site import build_site
@@ -125,14 +128,28 @@ class _Body(Protocol):
 
 
 class Gateway:
-    def __init__(self, register: Register, port: Any, tokens: dict[str, str]) -> None:
+    def __init__(self, register: Register, port: Any, tokens: dict[str, str], hot: HotPath | None = None) -> None:
         self.register = register
         self.port = port
         self.tokens = tokens
+        self.hot = hot
         self.url = f"http://127.0.0.1:{port.getHost().port}/ncip".encode()
 
-    def close(self) -> defer.Deferred:
-        return defer.maybeDeferred(self.port.stopListening)
+    @defer.inlineCallbacks
+    def close(self) -> Any:
+        yield defer.maybeDeferred(self.port.stopListening)
+        if self.hot is not None:
+            yield self.hot.flush(5.0)
+
+    @defer.inlineCallbacks
+    def settle(self) -> Any:
+        """With the hot path: until it follows the feed and has written its audit queue."""
+        hot = self.hot
+        for _ in range(500):
+            if hot is None or (hot.fresh and not hot.queue and not hot._writing):  # noqa: SLF001
+                return
+            yield deferLater(reactor, 0.01, lambda: None)
+        raise AssertionError("the hot path did not settle")
 
     @defer.inlineCallbacks
     def request(self, method: bytes, body: bytes | None = None, *, client: str | None = "oslo",
@@ -182,10 +199,16 @@ def setup_examples(reg: Register) -> dict[str, str]:
     return {name: reg.add_client(OPERATOR, name, isil, perms)[1] for name, (isil, perms) in CLIENTS.items()}
 
 
-def serve(register: Register, tokens: dict[str, str] | None = None) -> Gateway:
-    """The daemon's site on 127.0.0.1, any free port; `Gateway.close` stops it."""
-    port = reactor.listenTCP(0, build_site(register, reactor), interface="127.0.0.1")
-    return Gateway(register, port, tokens or {})
+def serve(register: Register, tokens: dict[str, str] | None = None, *, hot: dict[str, Any] | None = None) -> Gateway:
+    """The daemon's site on 127.0.0.1, any free port; `Gateway.close` stops it. ``hot``: with the
+    memory of decision facts and the audit written behind (gateway.hot_path), as `nlr serve` has them."""
+    calls = hot_path = None
+    if hot is not None:
+        calls = RegisterCalls(reactor, probe=register.ping)
+        hot_path = HotPath(register, calls, reactor, **hot)
+        hot_path.start()
+    port = reactor.listenTCP(0, build_site(register, reactor, calls=calls, hot=hot_path), interface="127.0.0.1")
+    return Gateway(register, port, tokens or {}, hot_path)
 
 
 # --- rewriting the strict examples into the forms real clients send (ncip.md A.2, C.1-C.6) ------

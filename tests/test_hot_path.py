@@ -8,8 +8,11 @@ import time
 from collections import Counter
 from typing import Any
 
+import ncip_gateway_helpers as ncip
 import pytest
+import pytest_twisted
 from db_proxy import DatabaseProxy
+from register_helpers import nid
 from sip2_server_helpers import (
     BERGEN_PATRON,
     BLOCKED,
@@ -175,3 +178,67 @@ def test_the_audit_queue_bound_holds_with_the_database_cut(servers: Servers, dat
         c.close()
     finally:
         proxy.close()
+
+
+# ---------------------------------------------------------------------- NCIP LookupUser by card
+@pytest_twisted.ensureDeferred
+async def test_ncip_lookups_from_memory_are_the_registers_and_audited_alike(reg) -> None:
+    tokens = ncip.setup_examples(reg)
+    reg.register_patron(OPERATOR, "NO-2030000", card="N000100077", national_id=nid(5), surname="Skjult",
+                        given_name="Siri", address_line1="Hemmelig vei 1", secret_address=True)
+    reg.report_lost(OPERATOR, reg.register_patron(OPERATOR, "NO-2030000", national_id=nid(6), surname="Mist",
+                                                  given_name="Mona").card)
+    hot, cold = ncip.serve(reg, tokens, hot={"cache_size": 1000}), ncip.serve(reg, tokens)
+    try:
+        await hot.settle()
+        asked = [(ncip.lookup_user(card, types=types, **extra), client)
+                 for card in (ncip.KARI, "N000100077", "N000100001", "N000999999", "bogus!", " n000123456 ")
+                 for types in (ncip.ALL_TYPES, ("Name Information",), ("User Id",))
+                 for client, extra in (("oslo", {}), ("oslo-full", {}), ("oslo-create", {}), ("bergen", {}),
+                                       ("lier", {"agency": "NO-2120100"}))]
+        asked += [(ncip.lookup_user(ncip.KARI, agency=None, token=tokens["oslo"]), None),  # token in the header
+                  (ncip.lookup_user(ncip.KARI), "nobody"), (b"<junk", "oslo")]
+        tokens["nobody"] = "not-a-token"
+
+        async def answers(gateway: ncip.Gateway) -> list[tuple[int, bytes]]:
+            out = []
+            for body, client in asked:
+                response = await gateway.request(b"POST", body, client=client)
+                out.append((response.code, response.body))
+            return out
+
+        mark = max((e.id for e in reg.audit_events(limit=1)), default=0)
+        first = await answers(hot)
+        second = await answers(hot)  # now from memory
+        await hot.settle()
+        middle = max(e.id for e in reg.audit_events(limit=1))
+        from_register = await answers(cold)
+        assert first == second == from_register, [(a, b) for a, b in zip(first, from_register, strict=True)
+                                                  if a != b][:2]
+        assert hot.hot.metrics.memory_answers("hit")._value.get() > 0  # noqa: SLF001
+
+        def trail(since: int, until: int | None) -> Counter:
+            events = reg.audit_events(limit=100_000)
+            return Counter((e.actor, e.action, e.card_number, e.outcome, e.detail) for e in events
+                           if e.id > since and (until is None or e.id <= until))
+
+        register_trail = trail(middle, None)
+        assert register_trail and trail(mark, middle) == register_trail + register_trail
+    finally:
+        await hot.close()
+        await cold.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_disabled_client_is_refused_from_memory_within_a_second(reg) -> None:
+    tokens = ncip.setup_examples(reg)
+    gateway = ncip.serve(reg, tokens, hot={"cache_size": 1000})
+    try:
+        await gateway.settle()
+        assert (await gateway.post(ncip.lookup_user(ncip.KARI))).problem is None
+        reg.update_client(OPERATOR, "oslo", enabled=False)
+        changed = time.monotonic()
+        while (await gateway.post(ncip.lookup_user(ncip.KARI))).problem is None:
+            assert time.monotonic() - changed < 1.0, "a disabled client was still answered after 1 s"
+    finally:
+        await gateway.close()

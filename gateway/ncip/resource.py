@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Any
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from gateway import logs, metrics
 from gateway.blocking import RegisterCalls
-from gateway.ncip.responder import Answer, Responder
+from gateway.hot_path import HotPath
+from gateway.ncip.responder import Answer, Recall, Responder
 from gateway.quiet import Quiet
 from gateway.register import Register
 from gateway.register.errors import RegisterUnavailable
@@ -235,7 +237,7 @@ class NCIPResource(resource.Resource):
     answers_too_large = True
 
     def __init__(self, register: Register, reactor: Any, *, max_body_bytes: int = ncip.MAX_SIZE,
-                 calls: RegisterCalls | None = None, register_timeout: float = 8.0) -> None:
+                 calls: RegisterCalls | None = None, register_timeout: float = 8.0, hot: HotPath | None = None) -> None:
         """``calls`` is the daemon's pool of register calls (shared with the SIP2 listeners and
         ``/healthz``); without one the resource gets its own, whose calls time out after
         ``register_timeout`` seconds."""
@@ -244,6 +246,7 @@ class NCIPResource(resource.Resource):
         self.max_body_bytes = max_body_bytes
         self.responder = Responder(register, max_body_bytes=max_body_bytes)
         self.calls = RegisterCalls(reactor, timeout=register_timeout) if calls is None else calls
+        self.hot = hot  # lookups by card from memory, audited behind (gateway.hot_path)
         self.metrics = metrics.get()
 
     def render(self, request: server.Request) -> Any:
@@ -264,14 +267,39 @@ class NCIPResource(resource.Resource):
         if message is None:
             problem = ncip.MessageTooLarge(self.max_body_bytes).problem
             return self._send(Answer(ncip.message_problem(problem), problem=problem.type.value), request)
-        gone: list[bool] = []
+        hashing = _may_hash(message)
+        hot = self.hot
+        if hot is not None and not hashing and hot.fresh and hot.serving:  # from memory (gateway.hot_path)
+            answered = self.responder.answer_from_memory(message, _bearer(request), rid, hot.memory, hot.queue)
+            if isinstance(answered, Answer):
+                hot.hits += 1
+                return self._send(answered, request)
+            if isinstance(answered, Recall):  # read what it lacks, then answer from memory or the pool
+                gone: list[bool] = []
+                request.notifyFinish().addErrback(lambda _: gone.append(True))
+                recalled: Deferred[Answer] = hot.recall(token=answered.token, card=answered.card).addCallback(
+                    lambda _: self._after_recall(message, request, rid))
+                recalled.addErrback(self._crashed)
+                recalled.addCallback(self._write, request, gone)
+                recalled.addErrback(self._not_written)
+                return server.NOT_DONE_YET
+        gone = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
-        d = self.calls.call_alone(self.responder.answer, message, _bearer(request), rid) if _may_hash(message) \
+        d: Deferred[Answer] = self.calls.call_alone(self.responder.answer, message, _bearer(request), rid) if hashing \
             else self.calls.call_many(self.responder.answer_many, (message, _bearer(request), rid))
         d.addErrback(self._crashed)
         d.addCallback(self._write, request, gone)
         d.addErrback(self._not_written)
         return server.NOT_DONE_YET
+
+    def _after_recall(self, message: bytes, request: server.Request, rid: str) -> Answer | Deferred[Answer]:
+        """Memory filled: answered from it now, or (still lacking, or no longer fresh) by the pool."""
+        hot = self.hot
+        if hot is not None and hot.fresh and hot.serving:
+            answered = self.responder.answer_from_memory(message, _bearer(request), rid, hot.memory, hot.queue)
+            if isinstance(answered, Answer):
+                return answered
+        return self.calls.call_many(self.responder.answer_many, (message, _bearer(request), rid))
 
     def _not_written(self, failure: Failure) -> None:
         log.error("NCIP answer not written: {kind}", kind=type(failure.value).__name__)

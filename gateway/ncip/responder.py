@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from gateway.register import Register
+from gateway.register import Register, audit, crypto
 from gateway.register.errors import (
     AuthenticationFailed,
     CardInUse,
@@ -27,9 +27,10 @@ from gateway.register.errors import (
 )
 from gateway.register.fields import PatronChanges
 from gateway.register.identifiers import InvalidIdentifier, normalise_card_number, normalise_isil
+from gateway.register.memory import MISSING, DecisionMemory
 from gateway.register.updates import LibraryChange
 from gateway.register.views import Actor, ClientView, PatronView
-from gateway.register.vocabulary import RETIRED
+from gateway.register.vocabulary import RETIRED, Action
 from protocols import ncip
 from protocols.ncip import schemes as s
 from protocols.ncip.schemes import PrivilegeKind, Problem, UserElementType
@@ -49,6 +50,14 @@ class Answer:
     client: str | None = None
     problem: str | None = None  # the ProblemType value, when the answer is a Problem
     library: str | None = None  # the client's library (ISIL)
+
+
+@dataclass(frozen=True)
+class Recall:
+    """What the memory lacked to answer (`Responder.answer_from_memory`): a client token or a card."""
+
+    token: str | None = None
+    card: str | None = None
 
 
 class Refused(Exception):
@@ -243,6 +252,56 @@ class Responder:
                     except Exception as exc:  # noqa: BLE001
                         out[i] = exc
         return out  # type: ignore[return-value]
+
+    def answer_from_memory(self, message: bytes, bearer: str | None, request_id: str | None,
+                           memory: DecisionMemory, audit_rows: list[dict[str, Any]] | Any) -> Answer | Recall | None:
+        """The answer from the gateway's memory (issue 13, gateway.hot_path), with no database and no
+        thread: a LookupUser by card without a PIN, whose client and card the memory holds, is
+        answered as ``answer`` answers it, its audit row appended to ``audit_rows``; a `Recall` names
+        what the memory lacks (read it, then ask again); None: the request is not for memory."""
+        token = bearer
+        if token:  # checked before the parse, as `_begin` does
+            client = memory.client(crypto.token_hash(token)) if len(token) <= 200 else None
+            if client is MISSING:
+                return Recall(token=token)
+            if client is None:
+                return Answer(ncip.message_problem(_UNKNOWN_CLIENT), problem=_UNKNOWN_CLIENT.type.value)
+        try:
+            request = ncip.parse_request(message, max_size=self.max_body_bytes)
+        except ncip.NCIPError as exc:
+            return Answer(ncip.error_response(exc, register_id=self.agency_id),
+                          getattr(exc, "service", None), problem=exc.problem.type.value)
+        if not isinstance(request, ncip.LookupUser) or request.user.pin is not None or not request.user.card:
+            return None
+        if not bearer:
+            token = request.header.token
+            if not token or len(token) > 200:
+                return None  # refused by `_client`, in the pool
+            client = memory.client(crypto.token_hash(token))
+            if client is MISSING:
+                return Recall(token=token)
+        if client is None or (request.header.from_agency_id is not None
+                              and not _same_library(request.header.from_agency_id, client.library_isil)):
+            return None  # refused by `_client`, in the pool
+        actor = client.actor()
+        if self._sees_national_id(request, actor) or not actor.may("lookup"):
+            return None  # the national id is never in memory; a refusal is the register's
+        try:
+            number = normalise_card_number(request.user.card)
+        except InvalidIdentifier:
+            return None
+        card = memory.card(number)
+        if card is None:
+            return Recall(card=number)
+        asking = actor.asking(request_id)
+        if card.view is None:
+            audit_rows.append(audit.row(asking, Action.PATRON_LOOKUP, "not_found", card=number))
+            return self._problem(request, problem_for(NotFound(f"card {number} is not in the register"), request),
+                                 client)
+        audit_rows.append(audit.row(asking, Action.PATRON_LOOKUP, "ok", patron=card.patron_id, card=number))
+        body = ncip.lookup_user_response(user_view(card.view), request.element_types, header=request.header,
+                                         register_id=self.agency_id)
+        return Answer(body, request.service, client.name, library=client.library_isil)
 
     def _begin(self, message: bytes, bearer: str | None,
                clients: dict[str, ClientView | None]) -> Answer | tuple[ncip.Request, ClientView]:

@@ -8,7 +8,7 @@ them in one place and every use case asks the same question the same way.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from gateway.register.errors import NotAffiliated, PermissionDenied
@@ -37,7 +37,9 @@ class Actor:
 
     def asking(self, request_id: str | None) -> Actor:
         """The same actor, asking in the request ``request_id``."""
-        return replace(self, request_id=request_id[:32] if request_id else None)
+        # the constructor, not dataclasses.replace: this runs once per request (a third of the cost)
+        return Actor(self.kind, self.name, self.library_isil, self.permissions,
+                     request_id[:32] if request_id else None)
 
     @property
     def label(self) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
 from gateway.register import actors, audit, decisions
@@ -47,12 +47,17 @@ class CardFacts:
 
     patron_id: int | None
     view: PatronView | None
+    # The decisions taken on these facts: (library, door, PIN required, day) -> decision. Facts are
+    # forgotten, never changed, so a decision taken on them holds as long as they are remembered.
+    decided: dict[tuple[Any, ...], Decision] = field(default_factory=dict, compare=False, repr=False)
 
 
 NOT_IN_REGISTER = CardFacts(None, None)
 #: A library asked about that is not in the register (a terminal's library is, normally).
 NO_LIBRARY: LibraryFacts | None = None
-_MISSING: Any = object()
+#: What `DecisionMemory.client` answers for a token it does not hold.
+MISSING: Any = object()
+_MISSING = MISSING
 
 UNKNOWN_DECISION = Decision(Reason.UNKNOWN_CARD, None, False, False, False)
 WRONG_INSTITUTION_DECISION = Decision(Reason.WRONG_INSTITUTION, None, False, False, False)
@@ -215,13 +220,16 @@ def precheck(request: DecisionRequest, now: datetime) -> tuple[Decision, dict[st
     return number
 
 
-def decide(facts: Facts, request: DecisionRequest, now: datetime) -> tuple[Decision, dict[str, Any]] | None:
+def decide(facts: Facts, request: DecisionRequest, now: datetime,
+           number: str | None = None) -> tuple[Decision, dict[str, Any]] | None:
     """The decision without a PIN and its audit row, as `Admission.decide_many` makes them; None when
-    ``facts`` lack the card or the library."""
-    checked = precheck(request, now)
-    if not isinstance(checked, str):
-        return checked
-    number, isil = checked, request.actor.library_isil
+    ``facts`` lack the card or the library. ``number``: the card number `precheck` gave, if asked already."""
+    if number is None:
+        checked = precheck(request, now)
+        if not isinstance(checked, str):
+            return checked
+        number = checked
+    isil = request.actor.library_isil
     card = facts.card(number)
     if card is None or not facts.has_library(isil):
         return None
@@ -229,19 +237,38 @@ def decide(facts: Facts, request: DecisionRequest, now: datetime) -> tuple[Decis
     view = card.view
     if view is None:
         return UNKNOWN_DECISION, audit.row(request.actor, action, Reason.UNKNOWN_CARD, card=number, at=now)
-    library = facts.library(isil)
-    here = view.activation_at(isil) if isil is not None else None
-    reason = decisions.decide(decisions.Facts(
-        card_status=view.card_status, pin=None, door=request.door, pin_required=request.pin_required,
-        blocked=view.blocked, activated=here is not None,
-        auto_activation=library is not None and library.auto_activation,
-        door_agreement=here is not None and here.door_agreement_at is not None,
-        door_revoked=here is not None and here.door_revoked_at is not None,
-        birth_date=view.birth_date, door_min_age=library.door_min_age if library is not None else 0,
-        today=now.astimezone(OSLO).date()))
-    row = audit.row(request.actor, action, reason, patron=card.patron_id, card=number, at=now)
-    return Decision(reason, view, False, False, view.card_status in RETIRED), row
+    today = _oslo_day(now)
+    key = (isil, request.door, request.pin_required, today)
+    decision = card.decided.get(key)
+    if decision is None:
+        library = facts.library(isil)
+        here = view.activation_at(isil) if isil is not None else None
+        reason = decisions.decide(decisions.Facts(
+            card_status=view.card_status, pin=None, door=request.door, pin_required=request.pin_required,
+            blocked=view.blocked, activated=here is not None,
+            auto_activation=library is not None and library.auto_activation,
+            door_agreement=here is not None and here.door_agreement_at is not None,
+            door_revoked=here is not None and here.door_revoked_at is not None,
+            birth_date=view.birth_date, door_min_age=library.door_min_age if library is not None else 0,
+            today=today))
+        decision = Decision(reason, view, False, False, view.card_status in RETIRED)
+        if len(card.decided) < 8:
+            card.decided[key] = decision
+    row = audit.row(request.actor, action, decision.reason, patron=card.patron_id, card=number, at=now)
+    return decision, row
 
 
-__all__ = ["NOT_IN_REGISTER", "CardFacts", "DecisionMemory", "LibraryFacts", "News", "Recollection", "decide",
-           "precheck"]
+_day: tuple[int, date] = (-1, date.min)
+
+
+def _oslo_day(now: datetime) -> date:
+    """The day in Europe/Oslo (ages count by it), worked out once a minute."""
+    global _day
+    minute = int(now.timestamp()) // 60
+    if _day[0] != minute:
+        _day = (minute, now.astimezone(OSLO).date())
+    return _day[1]
+
+
+__all__ = ["MISSING", "NOT_IN_REGISTER", "CardFacts", "DecisionMemory", "LibraryFacts", "News", "Recollection",
+           "decide", "precheck"]

@@ -26,6 +26,7 @@ from gateway.api import ApiResource
 from gateway.blocking import RegisterCalls
 from gateway.config import WebConfig
 from gateway.endpoints import source_group, total_cap
+from gateway.hot_path import HotPath
 from gateway.metrics import DEFAULT_ALLOWED, MetricsResource
 from gateway.ncip import NCIPResource
 from gateway.quiet import Quiet
@@ -500,11 +501,13 @@ def build_site(register: Register, reactor: Any, *, calls: RegisterCalls | None 
                body_timeout: float = TrackingSite.body_timeout, idle_timeout: float = 60.0,
                max_connections: int = TrackingSite.max_connections,
                max_connections_per_source: int = TrackingSite.max_connections_per_source,
-               web: WebConfig | None = None, metrics_networks: Iterable[str] = DEFAULT_ALLOWED) -> TrackingSite:
+               web: WebConfig | None = None, metrics_networks: Iterable[str] = DEFAULT_ALLOWED,
+               hot: HotPath | None = None) -> TrackingSite:
     """The HTTP site over ``register``. ``calls`` is the daemon's pool of register calls; without
     one (tests, benchmarks) the site gets a pool of its own. The limits are the ``http:`` keys of
     the config (seconds, bytes, connections); ``web`` is the patron page's section; ``metrics_networks``
-    the sources ``GET /metrics`` answers (``metrics.allowed_networks``)."""
+    the sources ``GET /metrics`` answers (``metrics.allowed_networks``); ``hot`` the daemon's memory of
+    decision facts, for NCIP lookups by card (gateway.hot_path)."""
     if calls is None:
         calls = RegisterCalls(reactor)
     web = web or WebConfig()
@@ -513,7 +516,8 @@ def build_site(register: Register, reactor: Any, *, calls: RegisterCalls | None 
     health = Health(register, reactor, calls, timeout=health_timeout)
     root.putChild(b"healthz", health)
     root.putChild(b"metrics", MetricsResource(metrics_networks))
-    root.putChild(b"ncip", NCIPResource(register, reactor, calls=calls, max_body_bytes=max_body_bytes))
+    root.putChild(b"ncip", NCIPResource(register, reactor, calls=calls, max_body_bytes=max_body_bytes,
+                                             hot=hot))
     root.putChild(b"api", ApiResource(register, reactor, calls))  # the library systems' JSON API (gateway.api)
     root.putChild(b"min-side", MinSide(register, reactor, calls, idle_seconds=web.session_idle_seconds,
                                        max_seconds=web.session_max_seconds,

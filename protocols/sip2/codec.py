@@ -210,6 +210,11 @@ def encode(message: Message, encoding: str = "utf-8", *, sequence: int | None = 
 def _encode_value(code: str, fid: str, value: str, enc: str) -> bytes:
     if not isinstance(value, str):
         raise SIP2Error("bad_value", "not a string", command=code, field=fid)
+    return _encode_text(code, fid, value, enc)
+
+
+@functools.lru_cache(maxsize=8192)  # pure; answers repeat their screen messages, ids and flags
+def _encode_text(code: str, fid: str, value: str, enc: str) -> bytes:
     text = value if value.isascii() else unicodedata.normalize("NFC", value)
     if field(fid).display:
         text = _UNSAFE.sub(" ", transliterate(text, enc))
