@@ -1,4 +1,4 @@
-"""NCIP benchmark: LookupUser over HTTP, by card and by card + PIN, with 100,000 patrons.
+"""NCIP benchmark: LookupUser over HTTP, by card (from memory, and without it) and by card + PIN.
 
     .venv/bin/python bench/ncip.py [--patrons 100000] [--seconds 5] [--clients 10,100] [--backends sqlite,postgres]
 
@@ -10,6 +10,9 @@ run, twice: on a default ``Site``, and on a lean one that, like the gateway's, d
 posts (``parsePOSTFormSubmission`` off; twisted.web otherwise works out every POST's Content-Type
 with the email package, about half of that ceiling's cost). The load comes from this process: N
 keep-alive HTTP/1.1 connections, each sending its next request as soon as the answer is in.
+The gateway answers lookups by card from its memory of decision facts (gateway.hot_path, issue
+13), warmed first by asking every card of the load once; "no memory" is the same site without it
+(``register.cache_size: 0``), every lookup read from the register and audited in its transaction.
 Reported: requests per second, p50 and p99 latency, answers that were not a successful
 LookupUserResponse, and the share of the ceiling at the same concurrency.
 PIN figures use the production scrypt cost (config ``register.pin_hash_cost``, default 14).
@@ -67,15 +70,26 @@ def serve(url: str, keys: str, pin_cost: int) -> None:
             request.setHeader(b"content-type", b"application/xml; charset=utf-8")
             return fixed_answer
 
+    from gateway.blocking import RegisterCalls
+    from gateway.hot_path import HotPath
+
     pool = DatabaseConfig().pool_size
     register = Register(make_engine(url, pool_size=pool), KeyRing.load(Path(keys)), settings(pin_cost))
     reactor.suggestThreadPoolSize(max(4, pool * 2))  # as `nlr serve` does
-    ncip = reactor.listenTCP(0, build_site(register, reactor), interface="127.0.0.1", backlog=1024)
+    # as `nlr serve` builds it: one pool of register calls, the memory of decision facts (issue 13)
+    calls = RegisterCalls(reactor, probe=register.ping, lock_waits=register.store.lock_waits)
+    hot = HotPath(register, calls, reactor, cache_size=RegisterConfig().cache_size,
+                  audit_queue_max=RegisterConfig().audit_queue_max)
+    hot.start()
+    ncip = reactor.listenTCP(0, build_site(register, reactor, calls=calls, hot=hot), interface="127.0.0.1",
+                             backlog=1024)
+    # the same site without the memory (register.cache_size: 0): every lookup asks the register
+    cold = reactor.listenTCP(0, build_site(register, reactor, calls=calls), interface="127.0.0.1", backlog=1024)
     ceiling = reactor.listenTCP(0, server.Site(Fixed()), interface="127.0.0.1", backlog=1024)
     lean = reactor.listenTCP(0, server.Site(Fixed(), parsePOSTFormSubmission=False), interface="127.0.0.1",
                              backlog=1024)
-    print(json.dumps({"ncip": ncip.getHost().port, "fixed": ceiling.getHost().port, "lean": lean.getHost().port}),
-          flush=True)
+    print(json.dumps({"ncip": ncip.getHost().port, "fixed": ceiling.getHost().port, "lean": lean.getHost().port,
+                      "cold": cold.getHost().port}), flush=True)
     reactor.run()
 
 
@@ -138,6 +152,23 @@ def load(port: int, path: bytes, token: str, bodies: list[bytes], clients: int, 
             "p99": latencies[min(n - 1, int(n * 0.99))] * 1000 if n else 0.0, "failed": len(failures)}
 
 
+def warm(port: int, token: str, bodies: list[bytes]) -> None:
+    """Ask every body once, over 10 connections."""
+    async def one(chunk: list[bytes]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for b in chunk:
+            writer.write(b"POST /ncip HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+                         b"Content-Type: application/xml\r\nContent-Length: %d\r\n\r\n%s" % (token.encode(), len(b), b))
+            head = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(int(_LENGTH.search(head).group(1)))
+        writer.close()
+
+    async def run() -> None:
+        await asyncio.gather(*(one(bodies[i::10]) for i in range(10)))
+
+    asyncio.run(run())
+
+
 # --- one backend -----------------------------------------------------------------------------------
 
 def run_backend(name: str, url: str, args: argparse.Namespace, ids: list[str], pin_hash: str,
@@ -153,20 +184,25 @@ def run_backend(name: str, url: str, args: argparse.Namespace, ids: list[str], p
     print(f"  {name}: seeded {len(ids):,} patrons in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     rng = random.Random(7)
     cards = [card_number_from_int(FIRST_CARD + 1 + rng.randrange(len(ids))) for _ in range(5000)]
-    workloads = [("fixed response (ceiling)", b"/fixed", [lookup(c, None) for c in cards[:100]]),
-                 ("fixed, no form parsing", b"/lean", [lookup(c, None) for c in cards[:100]]),
-                 ("LookupUser by card", b"/ncip", [lookup(c, None) for c in cards]),
-                 ("LookupUser by card + PIN", b"/ncip", [lookup(c, PIN) for c in cards])]
+    by_card = [lookup(c, None) for c in cards]
+    # (label, server, path, bodies)
+    workloads = [("fixed response (ceiling)", "fixed", b"/fixed", [lookup(c, None) for c in cards[:100]]),
+                 ("fixed, no form parsing", "lean", b"/lean", [lookup(c, None) for c in cards[:100]]),
+                 ("LookupUser by card, no memory", "cold", b"/ncip", by_card),
+                 ("LookupUser by card", "ncip", b"/ncip", by_card),
+                 ("LookupUser by card + PIN", "ncip", b"/ncip", [lookup(c, PIN) for c in cards])]
     server = subprocess.Popen([sys.executable, __file__, "--serve", url, str(keys_path), str(args.pin_cost)],
                               stdout=subprocess.PIPE, text=True)
     rows = []
     try:
         ports = json.loads(server.stdout.readline())
+        # every card asked once: the memory holds what a day's lookups would have put in it
+        warm(ports["ncip"], token, by_card)
         for clients in args.clients:
-            for label, path, bodies in workloads:
-                port = ports[{b"/fixed": "fixed", b"/lean": "lean"}.get(path, "ncip")]
+            for label, which, path, bodies in workloads:
+                port = ports[which]
                 result = load(port, path, token, bodies, clients, args.seconds)
-                print(f"  {name} {clients:>3} clients  {label:26} {result['rps']:9,.1f} req/s", file=sys.stderr)
+                print(f"  {name} {clients:>3} clients  {label:31} {result['rps']:9,.1f} req/s", file=sys.stderr)
                 rows.append((clients, label, result))
     finally:
         server.terminate()
@@ -198,7 +234,7 @@ def main() -> int:
                 table[name] = run_backend(name, url, args, ids, pin_hash, work)
     print(f"\nNCIP LookupUser over HTTP, {args.patrons:,} patrons, {args.seconds:g} s per row, "
           f"scrypt cost 2^{args.pin_cost}, {os.cpu_count()} CPUs (server and load on the same machine)")
-    header = (f"{'backend':9}{'clients':>8}  {'request':26}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}"
+    header = (f"{'backend':9}{'clients':>8}  {'request':31}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}"
               f"{'of ceiling':>12}{'of lean':>9}")
     print(header)
     print("-" * len(header))
@@ -208,7 +244,7 @@ def main() -> int:
         for clients, label, r in rows:
             share = r["rps"] / ceilings[clients] if ceilings[clients] else 0.0
             lean = r["rps"] / leans[clients] if leans[clients] else 0.0
-            print(f"{backend:9}{clients:>8}  {label:26}{r['rps']:10,.1f}{r['p50']:9.1f}{r['p99']:9.1f}"
+            print(f"{backend:9}{clients:>8}  {label:31}{r['rps']:10,.1f}{r['p50']:9.1f}{r['p99']:9.1f}"
                   f"{r['failed']:>8,}{share:12.1%}{lean:9.1%}")
     print("of ceiling: share of the minimal twisted.web resource on a default Site; of lean: share of the\n"
           "same resource on a Site that, like the gateway's, does not parse form posts")

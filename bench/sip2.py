@@ -7,7 +7,11 @@
 * end to end over loopback, against `nlr serve` on SQLite with ``--patrons`` patrons (seeded in bulk
   by bench/register.py): 23 without PIN and 63 with PIN (production scrypt cost), round trips per
   second and p50/p99 latency at each number of concurrent logged-in terminals, against a minimal
-  Twisted server answering every message with a fixed 24 (the ceiling), driven by the same client;
+  Twisted server answering every message with a fixed 24 (the ceiling), driven by the same client.
+  The gateway answers 23 without PIN from its memory of decision facts (gateway.hot_path, issue 13),
+  warmed first by asking every card once; "no memory" is a second `nlr serve` with
+  ``register.cache_size: 0`` on the same register, every decision read and audited in the database;
+* memory: what the decision facts of one card take in that memory (tracemalloc);
 * memory (RSS growth) of ``--idle`` idle logged-in connections, against the same for the ceiling;
 * with ``--workers 1,2``: 23 without PIN again with each further number of worker processes
   (`nlr serve --workers N`: a supervisor, N workers sharing the listener), against the same ceiling.
@@ -101,6 +105,39 @@ def adapter_server(port_file: str) -> None:
                              interface="127.0.0.1")
     Path(port_file).write_text(str(port.getHost().port))
     reactor.run()
+
+
+def memory_per_card(register: object, count: int) -> tuple[int, int]:
+    """Bytes the decision memory (gateway.register.memory) takes for ``count`` cards' facts, as the
+    daemon fills it (tracemalloc: what stays allocated once they are remembered)."""
+    import tracemalloc
+
+    from gateway.register.identifiers import card_number_from_int
+    from gateway.register.memory import DecisionMemory
+
+    mind = DecisionMemory(count)
+    mind.follow(register.news(None))  # type: ignore[attr-defined]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for start in range(0, count, 500):
+        asked = [(card_number_from_int(FIRST_CARD + 1 + i), ISIL) for i in range(start, min(count, start + 500))]
+        mind.remember(register.recall_many(asked)[0], mind.epoch)  # type: ignore[attr-defined]
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return used, len(mind)
+
+
+async def warm(port: int, login: bytes, cards: list[str]) -> None:
+    """Ask every card once, over 20 terminals."""
+    conns = await open_terminals(port, login, 20)
+
+    async def terminal(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mine: list[str]) -> None:
+        for number in mine:
+            writer.write(f"23012{DATE}AO{ISIL}|AA{number}|AC|\r".encode())
+            await reader.readuntil(b"\r")
+        writer.close()
+
+    await asyncio.gather(*[terminal(r, w, cards[i::20]) for i, (r, w) in enumerate(conns)])
 
 
 # ---------------------------------------------------------------------- codec
@@ -300,6 +337,7 @@ def main() -> int:
         cheap = Register(engine, register.keys, Settings(pin_hash_cost=10))
         cheap.add_terminal(OPERATOR, "bench-23", "bench-password", ISIL, "kiosk", pin_required=False)
         cheap.add_terminal(OPERATOR, "bench-63", "bench-password", ISIL, "kiosk")
+        facts_bytes, remembered = memory_per_card(cheap, min(args.patrons, 20_000))
         engine.dispose()
 
         sip_port, http_port = free_port(), free_port()
@@ -316,6 +354,15 @@ def main() -> int:
         nlr = Path(sys.executable).parent / "nlr"
         server = subprocess.Popen([str(nlr), "--config", str(config), "serve"], stdout=log.open("wb"),
                                   stderr=subprocess.STDOUT)
+        # the same gateway without its memory (register.cache_size: 0): every decision asks the register
+        cold_port, cold_http = free_port(), free_port()
+        cold_config = work / "cold.yaml"
+        cold_config.write_text(config.read_text().replace(f"tcp:{sip_port}:", f"tcp:{cold_port}:")
+                               .replace(f"tcp:{http_port}:", f"tcp:{cold_http}:")
+                               .replace("register:\n", "register:\n  cache_size: 0\n"))
+        cold_log = work / "cold.log"
+        cold = subprocess.Popen([str(nlr), "--config", str(cold_config), "serve"], stdout=cold_log.open("wb"),
+                                stderr=subprocess.STDOUT)
         port_file, stub_file = work / "ceiling.port", work / "adapter.port"
         ceiling = subprocess.Popen([sys.executable, __file__, "--ceiling", str(port_file)])
         adapter = subprocess.Popen([sys.executable, __file__, "--adapter", str(stub_file)])
@@ -331,12 +378,17 @@ def main() -> int:
             login = lambda name: f"9300CN{name}|CObench-password|\r".encode()  # noqa: E731
             results: dict[tuple[str, int], tuple[float, float, float]] = {}
             asyncio.run(load(sip_port, login("bench-23"), req23, 10, 1.0))  # warm up
+            # every card asked once: the memory holds what a day of kiosks would have put in it
+            print("warming the memory …", file=sys.stderr)
+            asyncio.run(warm(sip_port, login("bench-23"), [card_number_from_int(FIRST_CARD + 1 + i) for i in range(n)]))
+            wait_for(cold_port, cold, cold_log)
             for level in levels:
                 print(f"{level} terminals …", file=sys.stderr)
                 results[("ceiling", level)] = asyncio.run(load(ceiling_port, req23(random.Random(0)), req23, level,
                                                                args.seconds))
                 results[("stub", level)] = asyncio.run(load(adapter_port, login("stub"), req23, level, args.seconds))
                 results[("23", level)] = asyncio.run(load(sip_port, login("bench-23"), req23, level, args.seconds))
+                results[("cold", level)] = asyncio.run(load(cold_port, login("bench-23"), req23, level, args.seconds))
                 results[("63", level)] = asyncio.run(load(sip_port, login("bench-63"), req63, level, args.seconds))
             print(f"{args.idle:,} idle connections …", file=sys.stderr)
             idle_nlr = asyncio.run(idle_memory(sip_port, login("bench-23"), args.idle, server.pid))
@@ -357,11 +409,13 @@ def main() -> int:
                                                                          args.seconds))
         finally:
             stop(server)
+            stop(cold)
             stop(ceiling)
             stop(adapter)
 
     first = f", {worker_counts[0]} worker{'s' * (worker_counts[0] > 1)}"
-    for what, label in (("23", f"23 no PIN{first}"), ("63", f"63 PIN (scrypt 2^{cost}){first}"),
+    for what, label in (("23", f"23 no PIN{first}"), ("cold", f"23 no PIN, no memory{first}"),
+                        ("63", f"63 PIN (scrypt 2^{cost}){first}"),
                         ("stub", "23, register stub (adapter alone)"),
                         *((f"23w{w}", f"23 no PIN, {w} workers") for w in worker_counts[1:])):
         for level in levels:
@@ -373,6 +427,8 @@ def main() -> int:
                          f"ceiling {c50:.1f} / {c99:.1f}", ""))
     rows.append((f"memory: {args.idle:,} idle logged-in connections, MiB", f"{idle_nlr:.1f}",
                  f"ceiling {idle_ceiling:.1f}", f"{1024 * idle_nlr / args.idle:.1f} KiB each"))
+    rows.append((f"memory: decision facts of {remembered:,} cards (register.cache_size), MiB",
+                 f"{facts_bytes / 2**20:.1f}", "", f"{facts_bytes / remembered / 1024:.1f} KiB each"))
 
     print(f"\nNLR gateway SIP2 benchmark: {args.patrons:,} patrons in SQLite, {os.cpu_count()} CPUs, "
           f"{args.seconds:g} s per measurement, load generator on the same machine")

@@ -86,8 +86,10 @@ class HotPath:
             self._follower.start(self.FOLLOW_EVERY, now=True)
         self._writer.start(self.WRITE_EVERY, now=False)
 
-    def stop(self) -> None:
-        for loop in (self._follower, self._writer):
+    def stop(self, *, writing: bool = False) -> None:
+        """Stop following the feed, and (unless ``writing``: the shutdown drains, then flushes)
+        writing the audit."""
+        for loop in (self._follower,) if writing else (self._follower, self._writer):
             if loop.running:
                 loop.stop()
 
@@ -272,4 +274,4 @@ class HotPathService(Service):
 
     def stopService(self) -> None:
         super().stopService()
-        self.hot.stop()
+        self.hot.stop(writing=True)  # the drain's answers are written behind too, then `flush`

@@ -80,6 +80,22 @@ def wants(outcome: str) -> bool:
 def request(protocol: str, outcome: str, duration: float, request_id: str | None, **fields: str | None) -> None:
     """One request's line at info. ``duration`` in seconds; ``fields`` among `FIELDS` (None: left out).
     Callers ask `wants` first, so that nothing is built for a request that gets no line."""
+    lines = _lines
+    if lines is not None and not lines.json:  # the daemon's text lines: the same text, built the short way
+        if _level <= LogLevel.info:
+            get = fields.get
+            head = _head(protocol, get("command"), get("service"), get("terminal"), get("client"), get("library"))
+            tail = [head, f"outcome={_clean(outcome)}"]
+            reason, status = get("reason"), get("status")
+            if reason is not None:
+                tail.append(f"reason={_clean(str(reason))}")
+            if status is not None:
+                tail.append(f"status={_clean(str(status))}")
+            tail.append(f"{round(duration * 1000, 1)} ms")
+            if request_id is not None:
+                tail.append(f"id={request_id}")
+            lines.add_text(" ".join(tail))
+        return
     given: dict[str, Any] = {**fields, "protocol": protocol, "outcome": outcome,
                              "duration_ms": round(duration * 1000, 1), "request_id": request_id}
     values = {name: given[name] for name in FIELDS if given.get(name) is not None}  # in FIELDS' order
@@ -104,15 +120,21 @@ class _RequestLines:
         self._stamp = ""
 
     def add(self, values: dict[str, Any], text: str) -> None:
+        if not self.json:
+            self.add_text(text)
+            return
         now = time.time()
-        if self.json:
-            line = json.dumps({"time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+        self._pend(json.dumps({"time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
                                .replace("+00:00", "Z"), "level": "info", "event": "request",
-                               "namespace": NAMESPACE, **values}, ensure_ascii=False, default=str) + "\n"
-        else:
-            if int(now) != self._second:
-                self._second, self._stamp = int(now), _stamp(now)
-            line = f"{self._stamp} [{NAMESPACE}#info] {text}\n"
+                               "namespace": NAMESPACE, **values}, ensure_ascii=False, default=str) + "\n")
+
+    def add_text(self, text: str) -> None:
+        now = time.time()
+        if int(now) != self._second:
+            self._second, self._stamp = int(now), _stamp(now)
+        self._pend(f"{self._stamp} [{NAMESPACE}#info] {text}\n")
+
+    def _pend(self, line: str) -> None:
         self.pending.append(line)
         if len(self.pending) == 1:
             from twisted.internet import reactor
@@ -130,6 +152,15 @@ class _RequestLines:
 
 
 _lines: _RequestLines | None = None
+
+
+@functools.lru_cache(maxsize=1024)  # per terminal or client and command: the same head, line after line
+def _head(protocol: str, command: str | None, service: str | None, terminal: str | None, client: str | None,
+          library: str | None) -> str:
+    """The start of a text line: the fields up to ``library``, as `_text_field` writes them."""
+    given = {"protocol": protocol, "command": command, "service": service, "terminal": terminal, "client": client,
+             "library": library}
+    return " ".join(_text_field(name, value) for name, value in given.items() if value is not None)
 
 
 def _text_field(name: str, value: Any) -> str:

@@ -175,7 +175,7 @@ def encode(message: Message, encoding: str = "utf-8", *, sequence: int | None = 
         value = message.fixed.get(ff.name, ff.default)
         if value is None:
             raise SIP2Error("missing_fixed_field", command=code, field=ff.name)
-        if not isinstance(value, str) or not value.isascii() or not ff.kind.pattern.fullmatch(value):
+        if not isinstance(value, str) or not _fixed_ok(ff.kind.pattern, value):
             raise SIP2Error("bad_fixed_field", command=code, field=ff.name)
         out.append(value.encode("ascii"))
 
@@ -187,7 +187,8 @@ def encode(message: Message, encoding: str = "utf-8", *, sequence: int | None = 
     missing = lay.required - by_id.keys()
     if missing:
         raise SIP2Error("missing_field", command=code, field=min(missing))
-    for fid in [f for f in lay.fields if f in by_id] + [f for f in by_id if f not in lay.fields]:
+    rank, last = lay.field_rank, len(lay.fields)  # layout order, then extension ids in the order given
+    for fid in sorted(by_id, key=lambda f: rank.get(f, last)):
         values = by_id[fid]
         if len(values) > 1 and not field(fid).repeatable:
             raise SIP2Error("duplicate_field", command=code, field=fid)
@@ -205,6 +206,11 @@ def encode(message: Message, encoding: str = "utf-8", *, sequence: int | None = 
         out.append(_checksum(b"".join(out)).encode())
     out.append(terminator)
     return b"".join(out)
+
+
+@functools.lru_cache(maxsize=4096)  # pure; flags, languages and statuses repeat, dates change each second
+def _fixed_ok(pattern: re.Pattern[str], value: str) -> bool:
+    return value.isascii() and pattern.fullmatch(value) is not None
 
 
 def _encode_value(code: str, fid: str, value: str, enc: str) -> bytes:

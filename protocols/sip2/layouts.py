@@ -220,6 +220,11 @@ class Layout:
     def fixed_names(self) -> frozenset[str]:
         return frozenset(f.name for f in self.fixed)
 
+    @cached_property
+    def field_rank(self) -> dict[str, int]:
+        """Variable field id → its place in the emitting order (ids not in the layout come after)."""
+        return {fid: i for i, fid in enumerate(self.fields)}
+
 
 def _parse_layout(line: str) -> Layout:
     head, _, var = line.partition("|")

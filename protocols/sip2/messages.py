@@ -148,7 +148,8 @@ def build(code_or_name: str, /, **values: FixedValue | FieldValue) -> Message:
         if isinstance(value, datetime):
             raise TypeError(f"{lay.name}: variable field {key!r} takes text, not a datetime")
         given.setdefault(fid, []).extend([value] if isinstance(value, str) else value)
-    order = [f for f in lay.fields if f in given] + [f for f in given if f not in lay.fields]
+    rank, last = lay.field_rank, len(lay.fields)  # layout order, then extension ids in the order given
+    order = sorted(given, key=lambda f: rank.get(f, last))
     return Message(lay.code, fixed, tuple((fid, v) for fid in order for v in given[fid]))
 
 
