@@ -50,6 +50,8 @@ class RegisterConfig:
     # theirs; audit rows of changes stay as long as the patron (gateway.register.retention).
     audit_retention_days: int = 365
     change_retention_days: int = 365
+    # Quarantine entries of a legacy import, once resolved or discarded (gateway.register.retention).
+    quarantine_retention_days: int = 365
     # Cards whose decision facts each gateway process keeps in memory (gateway.hot_path; 0: none,
     # every decision asks the database), and lookup and decision audit rows it may hold queued
     # before they are written (full: it answers "register unavailable" rather than unaudited).
@@ -301,6 +303,7 @@ def _check_ranges(config: Config, source: str) -> None:
         ("register.pin_hash_cost", config.register.pin_hash_cost, 10, 20),
         ("register.audit_retention_days", config.register.audit_retention_days, 1, 36500),
         ("register.change_retention_days", config.register.change_retention_days, 1, 36500),
+        ("register.quarantine_retention_days", config.register.quarantine_retention_days, 1, 36500),
         ("register.cache_size", config.register.cache_size, 0, 10_000_000),
         ("register.audit_queue_max", config.register.audit_queue_max, 100, 10_000_000),
         ("database.pool_size", config.database.pool_size, 1, 200),

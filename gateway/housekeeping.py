@@ -25,6 +25,7 @@ class Housekeeping(Service):
         self.register, self.calls, self.reactor = register, calls, reactor
         self.audit_days = config.register.audit_retention_days
         self.change_days = config.register.change_retention_days
+        self.quarantine_days = config.register.quarantine_retention_days
         self.session_seconds = config.web.session_max_seconds
         self._loop = task.LoopingCall(self.round)
         self._loop.clock = reactor
@@ -50,17 +51,20 @@ class Housekeeping(Service):
         self._running = None
 
     async def _round(self) -> None:
-        deleted = [0, 0, 0]
+        deleted = [0, 0, 0, 0]
         try:
             for _ in range(self.max_batches):
                 run = await self.calls.call(self.register.apply_retention, audit_days=self.audit_days,
-                                            change_days=self.change_days, session_seconds=self.session_seconds)
-                deleted = [deleted[0] + run.audit_rows, deleted[1] + run.changes, deleted[2] + run.sessions]
+                                            change_days=self.change_days, session_seconds=self.session_seconds,
+                                            quarantine_days=self.quarantine_days)
+                deleted = [deleted[0] + run.audit_rows, deleted[1] + run.changes, deleted[2] + run.sessions,
+                           deleted[3] + run.quarantine]
                 if not run.more or not self.running:
                     break
                 await task.deferLater(self.reactor, self.pause, lambda: None)
         except Exception as exc:  # noqa: BLE001 - the register was away or busy: the next round tries again
             log.warn("retention: a round stopped early ({error}); the next one goes on", error=type(exc).__name__)
         if any(deleted):
-            log.info("retention: deleted {audit} audit rows, {changes} changes and {sessions} ended sessions",
-                     audit=deleted[0], changes=deleted[1], sessions=deleted[2])
+            log.info("retention: deleted {audit} audit rows, {changes} changes, {sessions} ended sessions and "
+                     "{quarantine} settled quarantine entries", audit=deleted[0], changes=deleted[1],
+                     sessions=deleted[2], quarantine=deleted[3])

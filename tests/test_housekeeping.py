@@ -46,7 +46,8 @@ def test_a_round_batches_until_nothing_more_is_due() -> None:
     clock.advance(1)
     clock.advance(keeper.pause)
     assert len(register.asked) == 2
-    assert register.asked[0] == {"audit_days": 365, "change_days": 365, "session_seconds": 28800}
+    assert register.asked[0] == {"audit_days": 365, "change_days": 365, "session_seconds": 28800,
+                                 "quarantine_days": 365}
     keeper.stopService()
 
 

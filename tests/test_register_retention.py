@@ -66,3 +66,18 @@ def test_a_long_trail_goes_in_batches(reg: Register, monkeypatch) -> None:
     # A row written after the walk is judged on a later run.
     reg.find_patron(client(OSLO), card)
     assert reg.apply_retention(now=later + timedelta(days=400)).audit_rows == 1
+
+
+def test_settled_quarantine_entries_go_after_their_days_open_ones_stay(reg: Register) -> None:
+    from gateway.register.legacy import ImportRow
+    from gateway.register.views import OPERATOR
+
+    bad = {"card": "N000100500", "national_id": "12345678901", "surname": "Feil", "given_name": "Nummer"}
+    reg.import_rows(OPERATOR, OSLO, [ImportRow(1, bad), ImportRow(2, {**bad, "card": "N000100501"})])
+    first, second = (e.id for e in reg.list_quarantine(OSLO))
+    reg.resolve_quarantine(OPERATOR, first, discard_reason="a typo in the old system")
+    assert reg.apply_retention(quarantine_days=30).quarantine == 0  # settled just now: kept for its days
+    run = reg.apply_retention(quarantine_days=30, now=utcnow() + timedelta(days=31))
+    assert run.quarantine == 1
+    assert [e.id for e in reg.list_quarantine(OSLO)] == [second]  # the open one waits for someone to resolve it
+    assert reg.apply_retention(quarantine_days=30, now=utcnow() + timedelta(days=3650)).quarantine == 0

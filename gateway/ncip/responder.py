@@ -299,8 +299,15 @@ class Responder:
             return self._problem(request, problem_for(NotFound(f"card {number} is not in the register"), request),
                                  client)
         audit_rows.append(audit.row(asking, Action.PATRON_LOOKUP, "ok", patron=card.patron_id, card=number))
-        body = ncip.lookup_user_response(user_view(card.view), request.element_types, header=request.header,
-                                         register_id=self.agency_id)
+        # the response depends on the facts, the element types asked for and the agencies it names
+        # (never the token): built once per such question while the facts are remembered
+        key = (request.element_types, request.header.from_agency_id, request.header.to_agency_id)
+        body = card.answers.get(key)
+        if body is None:
+            body = ncip.lookup_user_response(user_view(card.view), request.element_types, header=request.header,
+                                             register_id=self.agency_id)
+            if len(card.answers) < 4:
+                card.answers[key] = body
         return Answer(body, request.service, client.name, library=client.library_isil)
 
     def _begin(self, message: bytes, bearer: str | None,

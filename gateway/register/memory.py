@@ -50,6 +50,8 @@ class CardFacts:
     # The decisions taken on these facts: (library, door, PIN required, day) -> decision. Facts are
     # forgotten, never changed, so a decision taken on them holds as long as they are remembered.
     decided: dict[tuple[Any, ...], Decision] = field(default_factory=dict, compare=False, repr=False)
+    # Answers built from these facts by an adapter (an NCIP LookupUserResponse, by what it was asked).
+    answers: dict[tuple[Any, ...], bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 NOT_IN_REGISTER = CardFacts(None, None)

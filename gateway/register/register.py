@@ -335,9 +335,10 @@ class Register:
         return self.audit.counts()
 
     def apply_retention(self, *, audit_days: int = 365, change_days: int = 365, session_seconds: int = 28800,
-                        now: datetime | None = None) -> RetentionRun:
+                        quarantine_days: int = 365, now: datetime | None = None) -> RetentionRun:
         return self.retention.apply_retention(audit_days=audit_days, change_days=change_days,
-                                              session_seconds=session_seconds, now=now)
+                                              session_seconds=session_seconds, quarantine_days=quarantine_days,
+                                              now=now)
 
     def reencrypt(self, batch_size: int = 500) -> int:
         return self.key_rotation.reencrypt(batch_size)

@@ -6,6 +6,9 @@
 - Change feed entries are kept ``change_days``: a library system that has not read the feed for
   longer starts again from a full copy.
 - Min side sessions are deleted once ended or older than their absolute lifetime.
+- Quarantine entries of a legacy import that were resolved or discarded are deleted
+  ``quarantine_days`` after that (their personal data went at the resolution; the entry, its card
+  and the resolution's words go now). An open entry is kept until someone resolves it.
 
 Deleting runs while the gateway serves, in small batches, each its own short transaction, so no
 lookup waits long for a lock. The audit trail is walked by id with a cursor kept in memory (ids
@@ -21,7 +24,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, or_, select, text
 
 from gateway.register.context import Area, Context
-from gateway.register.models import AuditEvent, Change, WebSession, utcnow
+from gateway.register.legacy import QuarantineStatus
+from gateway.register.models import AuditEvent, Change, QuarantineEntry, WebSession, utcnow
 from gateway.register.vocabulary import Action
 
 if TYPE_CHECKING:
@@ -41,6 +45,7 @@ class RetentionRun:
     changes: int
     sessions: int
     more: bool
+    quarantine: int = 0
 
 
 class Retention(Area):
@@ -52,7 +57,7 @@ class Retention(Area):
         self._audit_cursor = 0  # every audit row up to this id has been judged and is younger or kept
 
     def apply_retention(self, *, audit_days: int = 365, change_days: int = 365, session_seconds: int = 28800,
-                        now: datetime | None = None) -> RetentionRun:
+                        quarantine_days: int = 365, now: datetime | None = None) -> RetentionRun:
         """One batch of each kind; call again while ``more``."""
         now = now or utcnow()
         audit_cutoff, change_cutoff = now - timedelta(days=audit_days), now - timedelta(days=change_days)
@@ -86,6 +91,13 @@ class Retention(Area):
             conn = s.connection()
             sessions = conn.execute(delete(WebSession).where(WebSession.id.in_(stale_sessions.scalar_subquery()))
                                     .execution_options(synchronize_session=False)).rowcount or 0
+            settled = (select(QuarantineEntry.id)
+                       .where(QuarantineEntry.status != QuarantineStatus.OPEN.value,
+                              QuarantineEntry.resolved_at < now - timedelta(days=quarantine_days))
+                       .order_by(QuarantineEntry.id).limit(self.BATCH))
+            quarantine = conn.execute(delete(QuarantineEntry).where(QuarantineEntry.id.in_(settled.scalar_subquery()))
+                                      .execution_options(synchronize_session=False)).rowcount or 0
         self._audit_cursor = cursor  # only once committed
         return RetentionRun(len(doomed), changes, sessions,
-                            audit_more or changes == self.BATCH or sessions == self.BATCH)
+                            audit_more or changes == self.BATCH or sessions == self.BATCH or quarantine == self.BATCH,
+                            quarantine)

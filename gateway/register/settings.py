@@ -17,5 +17,6 @@ class Settings:
     pin_hash_cost: int = 14  # keep equal to gateway.config.RegisterConfig
     audit_retention_days: int = 365  # lookup and decision audit rows (gateway.register.retention)
     change_retention_days: int = 365  # change feed entries
+    quarantine_retention_days: int = 365  # settled quarantine entries of a legacy import
     cache_size: int = 100_000  # cards whose decision facts a gateway process keeps (gateway.hot_path)
     audit_queue_max: int = 20_000  # lookup and decision audit rows a gateway process may hold unwritten
