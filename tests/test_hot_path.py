@@ -242,3 +242,21 @@ async def test_a_disabled_client_is_refused_from_memory_within_a_second(reg) -> 
             assert time.monotonic() - changed < 1.0, "a disabled client was still answered after 1 s"
     finally:
         await gateway.close()
+
+
+@over_tcp
+def test_an_answer_made_before_is_sent_again_with_this_seconds_date_and_a_right_checksum(servers: Servers) -> None:
+    from protocols.sip2 import parse
+
+    sip = servers.start(hot={"cache_size": 1000})
+    sip.settle()
+    c = sip.login("kiosk-nopin")
+    frames = []
+    for seq in (1, 2, 3):
+        frames.append(c.ask(f"2301220250301    101500AONO-2030000|AA{KARI}|", seq=seq))
+        time.sleep(0.6)  # the third answer is at least a second after the first
+    c.close()
+    answers = [parse(f, "utf-8") for f in frames]  # raises ChecksumError on a wrong checksum
+    assert [a.sequence for a in answers] == [1, 2, 3] and all(a.checksum_basis == "bytes" for a in answers)
+    assert answers[0].fixed["transaction_date"] != answers[2].fixed["transaction_date"]
+    assert len({_without_dates(a) for a in answers}) == 1  # the same answer, date aside

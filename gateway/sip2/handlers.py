@@ -57,8 +57,12 @@ def patron(conn: SIP2Protocol, request: Message) -> Answer | Deferred[Answer]:
     # "a door needs a PIN" is the decision table's rule (gateway.register.decisions), not ours
     question = DecisionRequest(actor, request.get("AA") or "", request.get("AD"), door=terminal.profile == Profile.DOOR,
                                pin_required=terminal.pin_required, institution=request.get("AO") or None)
-    return _decision(conn, conn.factory.decide(question), request,
-                     lambda dec: answers.patron_answer(request, terminal, dec, answers.now()))
+    decided = conn.factory.decide(question)
+    if isinstance(decided, Decision):  # from memory (gateway.hot_path): answered in this reactor turn
+        _noted(conn, request, decided)
+        return conn.respond_decision(request, decided,
+                                     lambda when: answers.patron_answer(request, terminal, decided, when))
+    return _decision(conn, decided, request, lambda dec: answers.patron_answer(request, terminal, dec, answers.now()))
 
 
 def enable(conn: SIP2Protocol, request: Message) -> Answer | Deferred[Answer]:
@@ -167,14 +171,19 @@ def _decision(conn: SIP2Protocol, d: T | Deferred[T], request: Message, answer: 
     def done(result: T) -> Answer:
         dec = result.decision if isinstance(result, SelfActivation) else result
         if isinstance(dec, Decision):
-            conn.factory.set_online(dec.reason is not Reason.REGISTER_UNAVAILABLE)
-            blocked = request.code == "01" and dec.reason is Reason.PATRON_BLOCKED  # 01 done as asked
-            conn.note("ok" if blocked else _OUTCOMES.get(dec.reason, "refused"), str(dec.reason))
+            _noted(conn, request, dec)
         return conn.respond(request, answer(result))
 
     if not isinstance(d, Deferred):
         return done(d)
     return d.addErrback(failed).addCallback(done)
+
+
+def _noted(conn: SIP2Protocol, request: Message, dec: Decision) -> None:
+    """What a decision says of the register's state, and the request's outcome and reason."""
+    conn.factory.set_online(dec.reason is not Reason.REGISTER_UNAVAILABLE)
+    blocked = request.code == "01" and dec.reason is Reason.PATRON_BLOCKED  # 01 done as asked
+    conn.note("ok" if blocked else _OUTCOMES.get(dec.reason, "refused"), str(dec.reason))
 
 
 #: A decision's reason → the request's outcome (every other reason: ``refused``).

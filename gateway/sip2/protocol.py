@@ -79,12 +79,14 @@ class SIP2Factory(protocol.Factory):
     the health check; without it the factory makes its own, bounded by ``register_timeout``."""
 
     noisy = False
+    ANSWERS_KEPT = 4096  # encoded answers to decisions from memory (`SIP2Protocol.respond_decision`)
 
     def __init__(self, register: Register, reactor: Any, settings: SIP2Config, *,
                  register_timeout: float = 8.0, throttle: LoginThrottle | None = None,
                  calls: RegisterCalls | None = None, hot: HotPath | None = None) -> None:
         self.register, self.reactor, self.settings = register, reactor, settings
         self.hot = hot  # decisions without a PIN from memory, audited behind (gateway.hot_path)
+        self.answers: dict[tuple[Any, ...], tuple[Decision, TerminalView | None, bytes, str]] = {}
         self.register_timeout = register_timeout
         self.max_connections = settings.max_connections
         self.max_per_source = settings.max_connections_per_source
@@ -572,6 +574,28 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
     # ------------------------------------------------------------------ bytes out
     def _terminator(self) -> bytes:
         return b"\r\n" if self.terminal is not None and self.terminal.terminator == "CRLF" else b"\r"
+
+    def respond_decision(self, request: Message, decision: Decision, answer: Callable[[str], Message]) -> bytes:
+        """``respond(request, answer(now))`` for a decision taken from memory, from the factory's
+        answers: the same decision object asked the same way by the same terminal gets the bytes
+        made before, with this second's transaction date (`sip2.restamp`). An entry keeps its
+        decision and terminal, so their ids cannot be reused while it is kept."""
+        terminal = self.terminal
+        key = (id(decision), id(terminal), request.code, request.fixed.get("language"), request.get("AO"),
+               request.get("AA"), "AD" in request, request.sequence, request.checksum is not None)
+        cache = self.factory.answers
+        when = answers.now()
+        entry = cache.get(key)
+        if entry is not None and entry[0] is decision and entry[1] is terminal:
+            data = entry[2] if entry[3] == when else sip2.restamp(entry[2], when)
+            self.last_response, self.last_key = data, self._key
+            return data
+        data = self.respond(request, answer(when))
+        if data[:2] in (b"24", b"26", b"64"):
+            cache[key] = (decision, terminal, data, when)
+            if len(cache) > self.factory.ANSWERS_KEPT:
+                del cache[next(iter(cache))]  # the oldest
+        return data
 
     def respond(self, request: Message, message: Message) -> bytes:
         """Encode in the terminal's encoding and error-detection style; remember it for 97 and

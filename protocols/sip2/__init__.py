@@ -12,6 +12,7 @@ from .codec import (
     looks_like_tls_client_hello,
     parse,
     redact_frame,
+    restamp,
 )
 from .errors import ChecksumError, FrameTooLarge, SIP2Error
 from .layouts import FIELDS, LAYOUTS, Field, FixedField, Layout, supported_messages
@@ -21,5 +22,5 @@ __all__ = [
     "ChecksumError", "DEFAULT_MAX_FRAME", "DENIED", "FIELDS", "Field", "FixedField", "Framer",
     "FrameTooLarge", "LAYOUTS", "Layout", "MAX_FIELD_BYTES", "Message", "SIP2Error", "build",
     "checksum", "encode", "field_id", "format_date", "looks_like_tls_client_hello", "parse",
-    "parse_date", "redact", "redact_frame", "refusal", "supported_messages",
+    "parse_date", "redact", "redact_frame", "refusal", "restamp", "supported_messages",
 ]

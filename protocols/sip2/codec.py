@@ -22,7 +22,7 @@ import unicodedata
 
 from .charset import codec_name, decode, transliterate, truncate
 from .errors import ChecksumError, FrameTooLarge, SIP2Error
-from .layouts import FIELD_ID, FIELDS, LAYOUTS, TRAILER_IDS, UNSEQUENCED, field
+from .layouts import FIELD_ID, FIELDS, KINDS, LAYOUTS, TRAILER_IDS, UNSEQUENCED, field
 from .messages import REDACTED, Message
 
 __all__ = ["parse", "encode", "checksum", "Framer", "looks_like_tls_client_hello", "redact_frame",
@@ -234,6 +234,26 @@ def _encode_text(code: str, fid: str, value: str, enc: str) -> bytes:
     if len(data) > MAX_FIELD_BYTES:
         raise SIP2Error("field_too_long", f"{len(data)} bytes", command=code, field=fid)
     return data
+
+
+#: Answers whose transaction date is the 18 characters at offset 19: after the code, a 14-character
+#: patron status and a 3-character language.
+_DATED_AT_19 = frozenset({"24", "26", "64"})
+
+
+def restamp(frame: bytes, when: str) -> bytes:
+    """``frame``, an answer ``encode`` made (24, 26 or 64), with the transaction date ``when`` (the 18
+    characters of the fixed field) instead of its own, and its checksum, if it has one, computed
+    again: the same bytes ``encode`` would make of the message at that date, without encoding it."""
+    code = frame[:2].decode("ascii", "replace")
+    if code not in _DATED_AT_19 or len(when) != 18 or not _fixed_ok(KINDS["date"].pattern, when):
+        raise SIP2Error("bad_fixed_field", command=code, field="transaction_date")
+    stamped = frame[:19] + when.encode("ascii") + frame[37:]
+    body = stamped.rstrip(b"\r\n")
+    if body.endswith(b"|") or body[-6:-4] != b"AZ":
+        return stamped  # no checksum
+    signed = body[:-4]
+    return signed + _checksum(signed).encode() + stamped[len(body):]
 
 
 # --------------------------------------------------------------------------- transport helpers

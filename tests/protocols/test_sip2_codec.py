@@ -534,3 +534,23 @@ def test_redaction():
     with pytest.raises(SIP2Error) as err:
         parse(b"9300CNkiosk1|COsecret|AY0AZ0000")
     assert "secret" not in str(err.value)
+
+
+@pytest.mark.parametrize("code", ["24", "26", "64"])
+@pytest.mark.parametrize("style", [{}, {"checksum": True}, {"checksum": True, "sequence": 7}])
+@pytest.mark.parametrize("terminator", [b"\r", b"\r\n"])
+def test_restamp_is_encode_at_another_date(code: str, style: dict, terminator: bytes) -> None:
+    """An answer encoded once and given another transaction date is what encode makes at that date."""
+    from protocols.sip2 import restamp
+
+    def at(when: str) -> bytes:
+        return encode(build(code, patron_status=" " * 14, language="012", transaction_date=when, AO="NO-2030000",
+                            AA="N000123456", AE="Åse Bjørnstad", BL="Y", AF="Lånekortet er gyldig."),
+                      "utf-8", terminator=terminator, **style)
+
+    early, late = "20250301    101500", "20261231    235959"
+    assert restamp(at(early), late) == at(late) and restamp(at(late), early) == at(early)
+    with pytest.raises(SIP2Error):
+        restamp(at(early), "not a date at all!")
+    with pytest.raises(SIP2Error):
+        restamp(encode(build("94", ok="1")), late)
