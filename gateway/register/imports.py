@@ -78,12 +78,12 @@ from gateway.register.legacy import (
 )
 from gateway.register.models import Activation, Card, Library, Patron, QuarantineEntry, utcnow
 from gateway.register.patrons import NewPatron, check_new_patron, insert_patron_in
-from gateway.register.vocabulary import Action, ChangeKind
+from gateway.register.vocabulary import Action, ChangeKind, Channel
 
 BATCH_SIZE = 200  # rows per transaction: on SQLite the write lock is held this long (about 0.1 s)
 #: The channel of an activation made by an import (a registration or a patron registered already):
 #: how a re-run knows which rows an earlier run did (``already_imported``).
-IMPORT_CHANNEL = "import"
+IMPORT_CHANNEL = Channel.IMPORT.value
 
 
 # The columns of a file and the checks the register makes of each (to name the field it refuses).

@@ -32,6 +32,7 @@ class Channel(StrEnum):
     SIP2 = "sip2"
     NCIP = "ncip"
     WEB = "web"
+    IMPORT = "import"  # activated by a legacy import of the library's patrons (`nlr import`)
 
 
 class ChangeKind(StrEnum):

@@ -129,6 +129,7 @@ NB: dict[str, str] = {
     "via.sip2": "Selvbetjening (SIP2)",
     "via.ncip": "Bibliotekssystem",
     "via.web": "Min side",
+    "via.import": "Lest inn fra bibliotekets tidligere system",
     # ------------------------------------------------------------------ innsyn
     "trail.title": "Hvem har sett på eller endret opplysningene dine",
     "trail.intro": "Hver gang et bibliotek, en automat, en meråpen dør, et bibliotekssystem, "
@@ -415,6 +416,7 @@ EN: dict[str, str] = {
     "via.sip2": "Self-service (SIP2)",
     "via.ncip": "Library system",
     "via.web": "My page",
+    "via.import": "Imported from the library's earlier system",
     "trail.title": "Who has looked at or changed your data",
     "trail.intro": "Every time a library, a kiosk, an open library door, a library system, the National Library "
                    "or you yourself look up or change your data, it is logged. Here is the log, newest first. "
@@ -699,6 +701,7 @@ NN: dict[str, str] = {
     "via.sip2": "Sjølvbetening (SIP2)",
     "via.ncip": "Bibliotekssystem",
     "via.web": "Mi side",
+    "via.import": "Lesen inn frå det tidlegare systemet til biblioteket",
     "trail.title": "Kven har sett på eller endra opplysningane dine",
     "trail.intro": "Kvar gong eit bibliotek, ein automat, ei meirope dør, eit bibliotekssystem, "
                    "Nasjonalbiblioteket eller du sjølv slår opp eller endrar opplysningane dine, blir det "
