@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -78,17 +79,24 @@ class HotPath:
         self._writer = task.LoopingCall(self._write)
         self._follower.clock = self._writer.clock = reactor
         self._full_logged = False
+        self._write_failed = False  # the last batch could not be written (said once, until one is)
+        #: Told when a library, terminal or API client changed (the SIP2 listeners look again at
+        #: their logged-in terminals).
+        self.settings_listeners: list[Callable[[], None]] = []
         self.metrics = metrics.get()
+        # What this process commits is forgotten at once, before its caller hears it is done.
+        register.store.committed.append(self._committed)
 
     # ------------------------------------------------------------------ life
     def start(self) -> None:
-        if self.enabled:
-            self._follower.start(self.FOLLOW_EVERY, now=True)
+        self._follower.start(self.FOLLOW_EVERY, now=True)  # with no memory too: settings changes
         self._writer.start(self.WRITE_EVERY, now=False)
 
     def stop(self, *, writing: bool = False) -> None:
         """Stop following the feed, and (unless ``writing``: the shutdown drains, then flushes)
         writing the audit."""
+        if not writing and self._committed in self.register.store.committed:
+            self.register.store.committed.remove(self._committed)
         for loop in (self._follower,) if writing else (self._follower, self._writer):
             if loop.running:
                 loop.stop()
@@ -187,12 +195,16 @@ class HotPath:
             return
         self._following = True
         asked = self.reactor.seconds()
-        d = self.calls.call(self.register.news, self.memory.position)
+        # its own thread job: never behind a batch or an audit insert waiting for SQLite's write lock
+        d = self.calls.call_alone(self.register.news, self.memory.position)
 
         def followed(news: News) -> None:
+            moved = self.memory.generation is not None and news.generation != self.memory.generation
             self.memory.follow(news)
             self.fresh_until = asked + self.FRESH_FOR
             self._count()
+            if moved:
+                self._settings_changed()
 
         def not_followed(failure: Failure) -> None:
             # not fresh for long: decisions go to the register, which says what is wrong (a bug is logged)
@@ -203,6 +215,27 @@ class HotPath:
 
     def _followed(self, _: Any) -> None:
         self._following = False
+
+    def _committed(self, written: list[Any], settings: bool) -> None:
+        """A commit of this process (any thread): forgotten in the reactor's thread, before the
+        result of the call that committed it is delivered there."""
+        patrons = {p.patron_id for p in written}
+        cards = {p.card for p in written} | {p.previous_card for p in written if p.previous_card}
+        self.reactor.callFromThread(self._forget, patrons, cards, settings)
+
+    def _forget(self, patrons: set[int], cards: set[str], settings: bool) -> None:
+        if settings:
+            self.memory.forget_all()
+            self._settings_changed()
+        else:
+            self.memory.forget(patrons, cards)
+
+    def _settings_changed(self) -> None:
+        for listener in list(self.settings_listeners):
+            try:
+                listener()
+            except Exception:  # noqa: BLE001 - one listener's bug must not stop the others or the memory
+                log.failure("a settings listener failed")
 
     def _count(self) -> None:
         """The metrics, a few times a second rather than a lock or two per request."""
@@ -226,17 +259,24 @@ class HotPath:
         def written(n: int) -> int:
             self.metrics.audit_written.inc(n)
             self.metrics.audit_queued.set(len(self.queue))
+            if self._write_failed:
+                self._write_failed = False
+                log.info("lookup and decision audit rows are written again")
             return n
 
         def failed(failure: Failure) -> int:
             self.queue.extendleft(reversed(batch))  # in their order, before what came since
+            if not self._write_failed:  # the first failure says why (its type: a message may quote rows)
+                self._write_failed = True
+                log.warn("lookup and decision audit rows could not be written ({error}); {n} queued, trying "
+                         "again every {s} s", error=type(failure.value).__name__, n=self.unwritten, s=self.WRITE_EVERY)
             return 0
 
         def done(result: int) -> int:
             self._writing, self._batch = False, 0
             return result
 
-        d = self.calls.call(self.register.write_audit, batch)
+        d = self.calls.call_alone(self.register.write_audit, batch)  # its own job: a lock wait holds no batch
         return d.addCallbacks(written, failed).addBoth(done)
 
     @defer.inlineCallbacks

@@ -260,3 +260,29 @@ def test_an_answer_made_before_is_sent_again_with_this_seconds_date_and_a_right_
     assert [a.sequence for a in answers] == [1, 2, 3] and all(a.checksum_basis == "bytes" for a in answers)
     assert answers[0].fixed["transaction_date"] != answers[2].fixed["transaction_date"]
     assert len({_without_dates(a) for a in answers}) == 1  # the same answer, date aside
+
+
+@over_tcp
+def test_a_change_made_through_this_gateway_is_honoured_by_its_very_next_answer(servers: Servers) -> None:
+    sip = servers.start(hot={"cache_size": 1000})
+    sip.settle()
+    kiosk = sip.login("kiosk-nopin")
+    ask = f"2301220250301    101500AONO-2030000|AA{KARI}|"
+    assert fields(kiosk.ask(ask)).get("AF") == "Lånekortet er gyldig."  # in memory now
+    ils = sip.login("ils1")
+    assert fields(ils.ask(f"01N20250301    101500AONO-2030000|ALtest|AA{KARI}|")).get("BL") == "Y"  # 01: block it
+    assert fields(kiosk.ask(ask)).get("AF") == "Lånekortet er sperret. Kontakt biblioteket."  # no second's wait
+    kiosk.close()
+    ils.close()
+
+
+@over_tcp
+def test_a_terminal_disabled_while_connected_is_closed(servers: Servers) -> None:
+    sip = servers.start(hot={"cache_size": 1000})
+    sip.settle()
+    kiosk, other = sip.login("kiosk-nopin"), sip.login("kiosk1")
+    assert fields(kiosk.ask(f"2301220250301    101500AONO-2030000|AA{KARI}|")).get("BL") == "Y"
+    sip.register.update_terminal(OPERATOR, "kiosk-nopin", enabled=False)
+    assert kiosk.closed(timeout=2.0), "a disabled terminal kept its connection"
+    assert fields(other.ask(f"2301220250301    101500AONO-2030000|AA{KARI}|")).get("BL") == "Y"  # the others stay
+    other.close()

@@ -83,6 +83,10 @@ def test_a_change_committed_by_one_process_is_honoured_by_every_process_within_a
     register.update_library(OPERATOR, BERGEN, door_min_age=12)  # a library: the settings generation
     register.set_blocked(OPERATOR, ola, True, "sperret")
     took["block after a library change"] = _honoured(kiosks, ola, SCREEN[Reason.PATRON_BLOCKED])
+    register.update_terminal(OPERATOR, "door", enabled=False)  # a terminal: its connections close
+    changed = time.monotonic()
+    assert all(d.closed(timeout=HONOURED_WITHIN + ROUND_TRIP) for d in doors), "a disabled door kept its connection"
+    took["terminal disabled"] = time.monotonic() - changed
     print("\nhonoured after " + ", ".join(f"{what} {s:.2f} s" for what, s in took.items()))
     for c in kiosks + doors:
         c.close()

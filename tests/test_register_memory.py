@@ -244,3 +244,23 @@ def test_a_door_without_pin_is_decided_as_its_audit_row_is_written(reg: Register
     assert [(r[3], r[4] is not None, r[6]) for r in rows] == [
         ("door", True, Reason.PIN_MISSING), ("door", False, Reason.UNKNOWN_CARD), ("door", True, Reason.CARD_LOST),
         ("door", False, Reason.UNKNOWN_CARD)]
+
+
+def test_a_change_after_retention_emptied_the_feed_is_still_followed(reg: Register) -> None:
+    """SQLite hands out ids again from 1 once every row is deleted: a position above the newest id
+    then means the table started again, and the memory forgets everything rather than wait."""
+    from register_helpers import raw_exec
+
+    fine = add_patron(reg, 0, OSLO)
+    for k in range(3):
+        reg.set_blocked(OPERATOR, fine.card, k % 2 == 0, "sperret" if k % 2 == 0 else None)
+    mind = DecisionMemory(size=10)
+    _follow(reg, mind)
+    assert mind.position and mind.position >= 3
+    (facts,) = reg.recall_many([(fine.card, OSLO)])
+    assert mind.remember(facts, mind.epoch) and mind.card(fine.card).view.blocked
+    raw_exec(reg, "DELETE FROM change_audience")
+    raw_exec(reg, "DELETE FROM changes")  # what retention does to a feed nobody changed for a year
+    reg.set_blocked(OPERATOR, fine.card, False)
+    _follow(reg, mind)
+    assert mind.card(fine.card) is None  # forgotten: the next answer reads the unblocked patron

@@ -52,6 +52,11 @@ class Answer:
     library: str | None = None  # the client's library (ISIL)
 
 
+#: The largest message answered from memory (a LookupUser by card is about 1 KB): a larger one is
+#: parsed in the pool, so that no sender can keep the reactor thread parsing.
+MEMORY_BODY_MAX = 16 * 1024
+
+
 @dataclass(frozen=True)
 class Recall:
     """What the memory lacked to answer (`Responder.answer_from_memory`): a client token or a card."""
@@ -259,13 +264,13 @@ class Responder:
         thread: a LookupUser by card without a PIN, whose client and card the memory holds, is
         answered as ``answer`` answers it, its audit row appended to ``audit_rows``; a `Recall` names
         what the memory lacks (read it, then ask again); None: the request is not for memory."""
-        token = bearer
-        if token:  # checked before the parse, as `_begin` does
-            client = memory.client(crypto.token_hash(token)) if len(token) <= 200 else None
-            if client is MISSING:
-                return Recall(token=token)
-            if client is None:
-                return Answer(ncip.message_problem(_UNKNOWN_CLIENT), problem=_UNKNOWN_CLIENT.type.value)
+        if not bearer or len(message) > MEMORY_BODY_MAX:
+            return None  # parsed in the pool: no XML of an unknown sender, nor a large one, on the reactor
+        client = memory.client(crypto.token_hash(bearer)) if len(bearer) <= 200 else None
+        if client is MISSING:
+            return Recall(token=bearer)
+        if client is None:  # refused before the parse, as `_begin` does
+            return Answer(ncip.message_problem(_UNKNOWN_CLIENT), problem=_UNKNOWN_CLIENT.type.value)
         try:
             request = ncip.parse_request(message, max_size=self.max_body_bytes)
         except ncip.NCIPError as exc:
@@ -273,15 +278,8 @@ class Responder:
                           getattr(exc, "service", None), problem=exc.problem.type.value)
         if not isinstance(request, ncip.LookupUser) or request.user.pin is not None or not request.user.card:
             return None
-        if not bearer:
-            token = request.header.token
-            if not token or len(token) > 200:
-                return None  # refused by `_client`, in the pool
-            client = memory.client(crypto.token_hash(token))
-            if client is MISSING:
-                return Recall(token=token)
-        if client is None or (request.header.from_agency_id is not None
-                              and not _same_library(request.header.from_agency_id, client.library_isil)):
+        if request.header.from_agency_id is not None and not _same_library(request.header.from_agency_id,
+                                                                            client.library_isil):
             return None  # refused by `_client`, in the pool
         actor = client.actor()
         if self._sees_national_id(request, actor) or not actor.may("lookup"):

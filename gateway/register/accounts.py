@@ -129,15 +129,7 @@ class Accounts(Area):
         never a login that names no terminal (a client that slipped a field may have sent its
         password there): that is ``unknown terminal``."""
         known, ok = self._check_terminal(login, password)
-        outcome = "ok"
-        if known is None or not ok:
-            outcome = "bad_login"
-        elif not known.enabled:
-            outcome = "disabled"
-        elif known.allowed_networks and not self._source_allowed(source, known.allowed_networks):
-            outcome = "network"
-        elif known.tls_only and not encrypted:
-            outcome = "tls_required"
+        outcome = terminal_admission(known, source, encrypted) if ok else "bad_login"
         if outcome == "ok":
             return TerminalLogin(known, outcome)
         who = (Actor("terminal", known.login, known.library_isil) if known is not None else UNKNOWN_TERMINAL
@@ -145,15 +137,6 @@ class Accounts(Area):
         audit.refusal(self.store, who, Action.SIP2_LOGIN, outcome, detail=f"from {source}" if source else None)
         return TerminalLogin(None, outcome)
 
-    @staticmethod
-    def _source_allowed(source: str | None, networks: tuple[str, ...]) -> bool:
-        try:
-            address = ipaddress.ip_address((source or "").split("%")[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        return any(address in ipaddress.ip_network(net, strict=False) for net in networks)
 
     def _client_view(self, c: APIClient) -> ClientView:
         return ClientView(c.name, c.library.isil, tuple(p for p in c.permissions.split(",") if p), c.enabled)
@@ -223,3 +206,28 @@ class Accounts(Area):
         if row is None or not row.enabled:
             return None
         return ClientView(row.name, row.isil, tuple(p for p in row.permissions.split(",") if p), True)
+
+
+def _source_allowed(source: str | None, networks: tuple[str, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address((source or "").split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in ipaddress.ip_network(net, strict=False) for net in networks)
+
+
+def terminal_admission(known: TerminalView | None, source: str | None, encrypted: bool) -> str:
+    """Whether this terminal account (None: there is none) may be connected from ``source`` over
+    this transport, at its login and for as long as it stays connected: ``ok``, or why not:
+    ``bad_login``, ``disabled``, ``network`` or ``tls_required``."""
+    if known is None:
+        return "bad_login"
+    if not known.enabled:
+        return "disabled"
+    if known.allowed_networks and not _source_allowed(source, known.allowed_networks):
+        return "network"
+    if known.tls_only and not encrypted:
+        return "tls_required"
+    return "ok"

@@ -70,12 +70,13 @@ def queued(s: Session) -> list[Pending]:
     return list(s.info.get(_QUEUE, ()))
 
 
-def write(s: Session) -> None:
+def write(s: Session) -> list[Pending]:
     """Write the queued changes and their audiences: the transaction's last statements, under the
-    feed's lock (PostgreSQL), so change ids are in commit order. The caller commits at once."""
+    feed's lock (PostgreSQL), so change ids are in commit order. The caller commits at once.
+    Returns the changes written."""
     pending: list[Pending] | None = s.info.pop(_QUEUE, None)
     if not pending:
-        return
+        return []
     s.flush()  # everything else first: under the lock only the feed's own rows are written
     conn = s.connection()
     if conn.dialect.name == "postgresql":
@@ -92,6 +93,8 @@ def write(s: Session) -> None:
             conn.execute(_INSERT_AFFILIATED, {"change_id": change_id, "patron_id": p.patron_id})
         elif p.audience:
             conn.execute(_INSERT_AUDIENCE, [{"change_id": change_id, "library_id": i} for i in sorted(p.audience)])
+    return pending
+
 
 
 def track_savepoints(sessions: sessionmaker[Session]) -> None:

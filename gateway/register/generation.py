@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway.register.models import APIClient, Library, SettingsGeneration, SIPTerminal
 
 _SETTINGS = (Library, SIPTerminal, APIClient)
+#: ``Session.info`` key: this transaction raised the generation (the store tells who listens, once committed).
+RAISED = "nlr.settings_raised"
 _table: Table = SettingsGeneration.__table__  # type: ignore[assignment]
 # one statement on both backends, and whether or not the row is there (migration 0007 adds it)
 RAISE = text("INSERT INTO settings_generation (id, value) VALUES (1, 1) "
@@ -34,3 +36,4 @@ def track(sessions: sessionmaker[Session]) -> None:
         if any(isinstance(o, _SETTINGS) for o in (*s.new, *s.deleted)) or any(
                 isinstance(o, _SETTINGS) and _changed(o) for o in s.dirty):
             s.connection().execute(RAISE)
+            s.info[RAISED] = True

@@ -21,6 +21,7 @@ the same audit row; None when a fact is not in memory.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
@@ -180,20 +181,19 @@ class DecisionMemory:
         if news.overflow or (self.generation is not None and news.generation != self.generation):
             self.forget_all()
         else:
-            changed = False
-            for patron_id in news.patrons:
-                for number in self._by_patron.pop(patron_id, ()):
-                    self._cards.pop(number, None)
-                    changed = True
-            for number in news.cards:
-                facts = self._cards.pop(number, None)
-                if facts is not None:
-                    changed = True
-                    if facts.patron_id is not None:
-                        self._unindex(facts.patron_id, number)
-            if changed or news.patrons or news.cards:
-                self.epoch += 1
+            self.forget(news.patrons, news.cards)
         self.position, self.generation = news.position, news.generation
+
+    def forget(self, patrons: Iterable[int], cards: Iterable[str]) -> None:
+        """Forget these patrons (every card of theirs) and cards; a fill asked for before is not kept."""
+        for patron_id in patrons:
+            for number in self._by_patron.pop(patron_id, ()):
+                self._cards.pop(number, None)
+        for number in cards:
+            facts = self._cards.pop(number, None)
+            if facts is not None and facts.patron_id is not None:
+                self._unindex(facts.patron_id, number)
+        self.epoch += 1
 
     def forget_all(self) -> None:
         self._cards.clear()

@@ -73,6 +73,9 @@ class Recall(Area):
             if len(rows) > NEWS_LIMIT:
                 return News(conn.scalar(_LAST_CHANGE) or 0, generation, overflow=True)
             if not rows:
+                last = conn.scalar(_LAST_CHANGE) or 0
+                if last < after:  # ids handed out again below the position: SQLite does that once
+                    return News(last, generation, overflow=True)  # retention emptied the table
                 return News(after, generation)
             patrons = frozenset(r.patron_id for r in rows)
             cards = {r.card_number for r in rows} | {r.previous_card for r in rows if r.previous_card}

@@ -81,6 +81,9 @@ class Store:
         # 100 ms each). Threads of this process queue on a lock instead and are handed the database
         # at once; other processes still meet SQLite's busy timeout.
         self._writer = threading.RLock()
+        # Told (changes written, whether the settings generation was raised) after each commit that
+        # changed a patron, a library, a terminal or an API client; called in the committing thread.
+        self.committed: list[Callable[[list[changelog.Pending], bool], None]] = []
         # threads now waiting for SQLite's write lock (ours or another process's): since when
         self._waiting: dict[int, float] = {}
         self._waiting_guard = threading.Lock()
@@ -126,7 +129,8 @@ class Store:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction with an ORM session; committed when the block ends, unless the deadline
-        has passed by then (then rolled back: RegisterUnavailable)."""
+        has passed by then (then rolled back: RegisterUnavailable). Once committed, ``committed``'s
+        listeners hear what changed (this process's memory forgets it at once: gateway.hot_path)."""
         with unavailable_on_trouble():
             try:
                 with self._write_lock(), self._sessions.begin() as session:
@@ -135,10 +139,14 @@ class Store:
                             session.connection()  # BEGIN IMMEDIATE: waits for other processes' writers
                     yield session
                     check_deadline()
-                    changelog.write(session)  # the last statements: the feed's ids in commit order
+                    written = changelog.write(session)  # the last statements: the feed's ids in commit order
+                    settings = bool(session.info.pop(generation.RAISED, False))
             except StaleDataError:
                 raise VersionConflict(
                     "the patron was changed by someone else meanwhile; fetch it again and retry") from None
+        if written or settings:
+            for listener in list(self.committed):
+                listener(written, settings)
 
     @contextmanager
     def core(self) -> Iterator[Connection]:

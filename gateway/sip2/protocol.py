@@ -29,6 +29,7 @@ from gateway.endpoints import source_group, total_cap
 from gateway.hot_path import HotPath
 from gateway.quiet import Quiet
 from gateway.register import Register
+from gateway.register.accounts import terminal_admission
 from gateway.register.views import Actor, Decision, DecisionRequest, TerminalView
 from gateway.sip2 import answers, handlers
 from gateway.sip2.handlers import Answer
@@ -87,6 +88,8 @@ class SIP2Factory(protocol.Factory):
         self.register, self.reactor, self.settings = register, reactor, settings
         self.hot = hot  # decisions without a PIN from memory, audited behind (gateway.hot_path)
         self.answers: dict[tuple[Any, ...], tuple[Decision, TerminalView | None, bytes, str]] = {}
+        if hot is not None:  # a terminal changed anywhere: the logged-in ones are looked at again
+            hot.settings_listeners.append(self.settings_changed)
         self.register_timeout = register_timeout
         self.max_connections = settings.max_connections
         self.max_per_source = settings.max_connections_per_source
@@ -144,6 +147,19 @@ class SIP2Factory(protocol.Factory):
                                          door=question.door, pin_required=question.pin_required,
                                          institution=question.institution)
         return self.calls.call_many(self.register.decide_many, question)
+
+    def settings_changed(self) -> None:
+        """A library, terminal or API client changed (gateway.hot_path): every logged-in connection's
+        terminal is read again; one disabled, removed, or no longer allowed from its address or
+        over its transport is closed, one changed acts with its new settings from its next request."""
+        if any(conn.terminal is not None for conn in self.open):
+            self.calls.call(self.register.list_terminals).addCallbacks(self._terminals_read, lambda _: None)
+
+    def _terminals_read(self, terminals: list[TerminalView]) -> None:
+        by_login = {t.login: t for t in terminals}
+        for conn in list(self.open):
+            if conn.terminal is not None:
+                conn.terminal_read(by_login.get(conn.terminal.login))
 
     def set_online(self, online: bool) -> None:
         """What the last register call said about the database; a change is logged once."""
@@ -510,6 +526,20 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         self.setTimeout(self.factory.settings.idle_timeout_seconds)
         log.info("SIP2 terminal {login} ({profile}, {library}) logged in from {peer}", login=terminal.login,
                  profile=terminal.profile, library=terminal.library_isil, peer=self.peer)
+
+    def terminal_read(self, fresh: TerminalView | None) -> None:
+        """The logged-in terminal as the register holds it now (`SIP2Factory.settings_changed`)."""
+        terminal = self.terminal
+        if terminal is None or self.closing or fresh == terminal:
+            return
+        outcome = terminal_admission(fresh, self.host, self.encrypted)
+        if outcome != "ok":
+            self._close(f"terminal {terminal.login} may no longer connect ({outcome})", abort=False)
+            return
+        assert fresh is not None
+        self.terminal, self.actor = fresh, Actor("terminal", fresh.login, fresh.library_isil)
+        log.info("SIP2 terminal {login} ({peer}): its settings changed; its next request uses them",
+                 login=fresh.login, peer=self.peer)
 
     def login_failed(self, request: Message, why: str | None = None, *, counted: bool = True,
                      kind: str = "failed login") -> Answer:
