@@ -108,10 +108,12 @@ def request(protocol: str, outcome: str, duration: float, request_id: str | None
 
 
 class _RequestLines:
-    """The daemon's request lines, formatted here and written to its output at the end of the
-    reactor turn, many at once: the same lines as Twisted's observer writes (`text_observer`,
+    """The daemon's request lines, formatted here and written to its output within ``FLUSH_EVERY``,
+    many at once: the same lines as Twisted's observer writes (`text_observer`,
     `json_line`), without an event dict, a publisher, a filter and a flush per request. Any other
     line first writes those still pending, so the order holds."""
+
+    FLUSH_EVERY = 0.05  # seconds a request line may wait for the write that takes it with others
 
     def __init__(self, out: TextIO, format: str) -> None:
         self.out, self.json = out, format == "json"
@@ -139,7 +141,7 @@ class _RequestLines:
         if len(self.pending) == 1:
             from twisted.internet import reactor
 
-            reactor.callLater(0, self.flush)
+            reactor.callLater(self.FLUSH_EVERY, self.flush)
 
     def flush(self) -> None:
         if self.pending:

@@ -180,7 +180,7 @@ class DecisionMemory:
         """Forget what the news names; everything when the settings moved or too much changed."""
         if news.overflow or (self.generation is not None and news.generation != self.generation):
             self.forget_all()
-        else:
+        elif news.patrons or news.cards:
             self.forget(news.patrons, news.cards)
         self.position, self.generation = news.position, news.generation
 

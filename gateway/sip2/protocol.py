@@ -80,7 +80,9 @@ class SIP2Factory(protocol.Factory):
     the health check; without it the factory makes its own, bounded by ``register_timeout``."""
 
     noisy = False
-    ANSWERS_KEPT = 4096  # encoded answers to decisions from memory (`SIP2Protocol.respond_decision`)
+    # encoded answers to decisions from memory (`SIP2Protocol.respond_decision`): as many as the
+    # memory holds cards (an answer is a few hundred bytes; a card's facts a few KiB), at least this
+    ANSWERS_KEPT = 4096
 
     def __init__(self, register: Register, reactor: Any, settings: SIP2Config, *,
                  register_timeout: float = 8.0, throttle: LoginThrottle | None = None,
@@ -88,6 +90,7 @@ class SIP2Factory(protocol.Factory):
         self.register, self.reactor, self.settings = register, reactor, settings
         self.hot = hot  # decisions without a PIN from memory, audited behind (gateway.hot_path)
         self.answers: dict[tuple[Any, ...], tuple[Decision, TerminalView | None, bytes, str]] = {}
+        self.answers_kept = max(self.ANSWERS_KEPT, hot.memory.size if hot is not None else 0)
         if hot is not None:  # a terminal changed anywhere: the logged-in ones are looked at again
             hot.settings_listeners.append(self.settings_changed)
         self.register_timeout = register_timeout
@@ -609,21 +612,22 @@ class SIP2Protocol(protocol.Protocol, TimeoutMixin):
         """``respond(request, answer(now))`` for a decision taken from memory, from the factory's
         answers: the same decision object asked the same way by the same terminal gets the bytes
         made before, with this second's transaction date (`sip2.restamp`). An entry keeps its
-        decision and terminal, so their ids cannot be reused while it is kept."""
+        decision, so its id cannot be reused while it is kept; terminals are compared by their
+        settings (every connection of a terminal shares its answers)."""
         terminal = self.terminal
-        key = (id(decision), id(terminal), request.code, request.fixed.get("language"), request.get("AO"),
+        key = (id(decision), terminal, request.code, request.fixed.get("language"), request.get("AO"),
                request.get("AA"), "AD" in request, request.sequence, request.checksum is not None)
         cache = self.factory.answers
         when = answers.now()
         entry = cache.get(key)
-        if entry is not None and entry[0] is decision and entry[1] is terminal:
+        if entry is not None and entry[0] is decision:
             data = entry[2] if entry[3] == when else sip2.restamp(entry[2], when)
             self.last_response, self.last_key = data, self._key
             return data
         data = self.respond(request, answer(when))
         if data[:2] in (b"24", b"26", b"64"):
             cache[key] = (decision, terminal, data, when)
-            if len(cache) > self.factory.ANSWERS_KEPT:
+            if len(cache) > self.factory.answers_kept:
                 del cache[next(iter(cache))]  # the oldest
         return data
 
