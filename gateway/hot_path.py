@@ -50,7 +50,7 @@ from gateway.register.vocabulary import Reason
 
 log = Logger(namespace="nlr.register")
 
-UNAVAILABLE = Decision(Reason.REGISTER_UNAVAILABLE, None, False, False, False)
+UNAVAILABLE = memory.UNAVAILABLE_DECISION
 #: What a door asked without a PIN is answered, for every card (its audit row says the real reason).
 DOOR_WITHOUT_PIN = Decision(Reason.PIN_MISSING, None, False, False, False)
 
@@ -199,8 +199,7 @@ class HotPath:
         d = self.calls.call_alone(self.register.news, self.memory.position)
 
         def followed(news: News) -> None:
-            moved = self.memory.generation is not None and news.generation != self.memory.generation
-            self.memory.follow(news)
+            moved = self.memory.follow(news)
             self.fresh_until = asked + self.FRESH_FOR
             self._count()
             if moved:

@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gateway.register import activation, actors, audit, decisions, fields, pins, records
+from gateway.register import activation, actors, audit, decisions, fields, memory, pins, records
 from gateway.register.actors import Actor
 from gateway.register.context import Area
 from gateway.register.errors import (
@@ -46,8 +46,7 @@ _DECISION_CARDS = _DECISION_SELECT.where(_cards.c.number.in_(bindparam("numbers"
 _DECISION_LIBRARY = (select(_libraries.c.id, _libraries.c.door_min_age, _libraries.c.auto_activation,
                             _libraries.c.self_activation)
                      .where(_libraries.c.isil == bindparam("isil")))
-_UNKNOWN = Decision(Reason.UNKNOWN_CARD, None, False, False, False)
-_UNAVAILABLE = Decision(Reason.REGISTER_UNAVAILABLE, None, False, False, False)
+_UNKNOWN, _UNAVAILABLE = memory.UNKNOWN_DECISION, memory.UNAVAILABLE_DECISION
 
 
 @dataclass(frozen=True)
@@ -124,18 +123,12 @@ class Admission(Area):
                 out[i] = self.decide(r.actor, r.card, r.pin, door=r.door, pin_required=r.pin_required,
                                      institution=r.institution, now=now)
                 continue
-            action = _action(r.door)
-            try:
-                number = normalise_card_number(r.card)
-            except InvalidIdentifier:
-                out[i] = _UNKNOWN
-                audits.append(audit.row(r.actor, action, Reason.UNKNOWN_CARD, at=now))
+            checked = memory.precheck(r, now)  # a malformed card, another library: no facts needed
+            if not isinstance(checked, str):
+                out[i] = checked[0]
+                audits.append(checked[1])
                 continue
-            if not actors.acts_for(r.actor, r.institution):
-                out[i] = Decision(Reason.WRONG_INSTITUTION, None, False, False, False)
-                audits.append(audit.row(r.actor, action, Reason.WRONG_INSTITUTION, card=number, at=now))
-                continue
-            todo.append((i, r, number, action))
+            todo.append((i, r, checked, _action(r.door)))
         concluded: list[tuple[int, Reason, _Facts]] = []
         try:
             with self._core_tx() as conn:

@@ -60,10 +60,11 @@ NOT_IN_REGISTER = CardFacts(None, None)
 NO_LIBRARY: LibraryFacts | None = None
 #: What `DecisionMemory.client` answers for a token it does not hold.
 MISSING: Any = object()
-_MISSING = MISSING
 
+# The decisions that name no patron (one object each: an answer made from one can be kept).
 UNKNOWN_DECISION = Decision(Reason.UNKNOWN_CARD, None, False, False, False)
 WRONG_INSTITUTION_DECISION = Decision(Reason.WRONG_INSTITUTION, None, False, False, False)
+UNAVAILABLE_DECISION = Decision(Reason.REGISTER_UNAVAILABLE, None, False, False, False)
 
 
 class Facts(Protocol):
@@ -136,7 +137,7 @@ class DecisionMemory:
     def client(self, token_hash: str) -> ClientView | None | Any:
         """The API client holding the token with this hash, None for none (or disabled), or
         ``MISSING`` when not remembered."""
-        return self._clients.get(token_hash, _MISSING)
+        return self._clients.get(token_hash, MISSING)
 
     # ------------------------------------------------------------------ filling
     def remember(self, facts: Recollection, epoch: int) -> bool:
@@ -176,13 +177,16 @@ class DecisionMemory:
                 del self._by_patron[patron_id]
 
     # ------------------------------------------------------------------ forgetting
-    def follow(self, news: News) -> None:
-        """Forget what the news names; everything when the settings moved or too much changed."""
-        if news.overflow or (self.generation is not None and news.generation != self.generation):
+    def follow(self, news: News) -> bool:
+        """Forget what the news names; everything when the settings moved or too much changed.
+        Whether the settings moved (a library, terminal or API client changed)."""
+        moved = self.generation is not None and news.generation != self.generation
+        if news.overflow or moved:
             self.forget_all()
         elif news.patrons or news.cards:
             self.forget(news.patrons, news.cards)
         self.position, self.generation = news.position, news.generation
+        return moved
 
     def forget(self, patrons: Iterable[int], cards: Iterable[str]) -> None:
         """Forget these patrons (every card of theirs) and cards; a fill asked for before is not kept."""
